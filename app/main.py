@@ -1,0 +1,53 @@
+"""The app factory. gunicorn serves `app.main:create_app()`; tests build apps with their own
+settings instead of patching import-time globals."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import metrics
+from app.api import demo, items
+from app.health import router as health_router
+from app.middleware import RequestContextMiddleware
+from app.readiness import Readiness
+from app.settings import AppSettings
+
+log = logging.getLogger("app")
+
+
+def create_app(settings: AppSettings | None = None) -> FastAPI:
+    settings = settings or AppSettings()
+    readiness = Readiness()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Open pools and clients here; readiness turns on only after they are ready.
+        metrics.WORKERS.set(1)
+        readiness.started = True
+        log.info("app started", extra={"app_name": settings.APP_NAME})
+        yield
+        readiness.shutting_down = True
+        log.info("app shutting down")
+
+    docs = settings.DOCS_ENABLED
+    app = FastAPI(
+        title=settings.APP_NAME,
+        lifespan=lifespan,
+        root_path=settings.ROOT_PATH,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    app.state.settings = settings
+    app.state.readiness = readiness
+    app.state.items = items.ItemStore()
+
+    app.include_router(health_router)
+    app.include_router(items.router)
+    app.include_router(demo.router)
+    app.add_middleware(RequestContextMiddleware)
+    return app

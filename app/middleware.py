@@ -1,0 +1,101 @@
+"""Per-request plumbing as plain ASGI middleware (no BaseHTTPMiddleware: it buffers streaming
+responses and costs a task per request).
+
+RequestContext: takes the X-Request-ID nginx generated (or the client's, if well-formed), else
+makes one; puts it in the log context and on the response. Then times the request, counts it
+for Prometheus by route *template* (so `/api/items/1` and `/api/items/2` are one series and a
+scan of random paths cannot explode the label set), and writes the access line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import metrics
+from app.logs import ACCESS_LOGGER, request_id_var
+
+REQUEST_ID_HEADER = b"x-request-id"
+# Ids we pass on as-is: nginx's $request_id (32 hex), UUIDs, and similar tokens. Anything else
+# (too long, spaces, control characters: log injection) is replaced.
+_SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{8,128}$")
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before answering
+        header_value = request_id.encode()
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER
+                ]
+                headers.append((REQUEST_ID_HEADER, header_value))
+                message["headers"] = headers
+            await send(message)
+
+        metrics.IN_PROGRESS.inc()
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        finally:
+            metrics.IN_PROGRESS.dec()
+            duration = time.perf_counter() - started
+            route = _route_template(scope)
+            method = scope["method"]
+            metrics.REQUESTS.labels(method, route, str(status)).inc()
+            metrics.LATENCY.labels(method, route).observe(duration)
+            access_log.info(
+                "%s %s %s", method, scope["path"], status,
+                extra=_access_fields(scope, status, duration, route, request_id),
+            )
+            request_id_var.reset(token)
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            return value.decode("ascii") if _SAFE_REQUEST_ID.match(value) else None
+    return None
+
+
+def _access_fields(
+    scope: Scope, status: int, duration: float, route: str, request_id: str
+) -> dict[str, Any]:
+    client = scope.get("client")
+    return {
+        "method": scope["method"],
+        "path": scope["path"],
+        "route": route,
+        "status": status,
+        "duration_ms": round(duration * 1000, 2),
+        # Already resolved from X-Forwarded-For by uvicorn, trusting FORWARDED_ALLOW_IPS only.
+        "client_ip": client[0] if client else None,
+        "http_version": scope.get("http_version"),
+        "request_id": request_id,
+    }

@@ -1,0 +1,58 @@
+"""What gunicorn's master does at its lifecycle points, kept out of gunicorn.conf.py so it is
+importable and testable. All of it runs in the master process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import MutableMapping
+from pathlib import Path
+
+from prometheus_client import multiprocess
+
+_CREATED_MARKER = ".created-by-gunicorn-conf"
+
+
+def metrics_dir(configured: Path | None, env: MutableMapping[str, str]) -> Path:
+    """The directory workers share metrics through, exported as PROMETHEUS_MULTIPROC_DIR.
+
+    Called on every config load, including SIGHUP reloads: once set in this master's
+    environment the same directory is reused, so a reload keeps the counters.
+    """
+    if configured is None:
+        path = Path(tempfile.mkdtemp(prefix="prometheus-multiproc-"))
+        (path / _CREATED_MARKER).touch()
+    else:
+        path = configured
+        path.mkdir(parents=True, exist_ok=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
+
+
+def empty_metrics_dir(path: Path) -> None:
+    """At master start only: files from an earlier run would be summed into this one's counts."""
+    for leftover in path.glob("*.db"):
+        leftover.unlink()
+
+
+def remove_metrics_dir(path: Path) -> None:
+    """At master exit, remove the directory if it was made for this run."""
+    if (path / _CREATED_MARKER).exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def mark_worker_dead(pid: int) -> None:
+    """A dead worker's live gauges must stop counting (its counters still add up)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def log_startup(log: logging.Logger, record: dict[str, object], json_format: bool) -> None:
+    if json_format:
+        log.info("server config", extra={"server_config": record})
+    else:
+        import json
+
+        log.info("server config %s", json.dumps(record))

@@ -1,0 +1,28 @@
+"""The service's own configuration (what the app does), apart from the server's (how it runs)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AppSettings(BaseSettings):
+    """Read once per app instance by `create_app`; tests pass their own instance."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True, extra="ignore", frozen=True, env_ignore_empty=True
+    )
+
+    APP_NAME: str = Field(
+        default="fastapi-service", min_length=1, description="Service name in the OpenAPI title."
+    )
+    DOCS_ENABLED: bool = Field(
+        default=False,
+        description="Serve /docs, /redoc and /openapi.json. Off by default: production does not "
+        "publish its API map; the development override turns it on.",
+    )
+    ROOT_PATH: str = Field(
+        default="",
+        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="Path prefix the proxy mounts the app under (e.g. `/api`), for OpenAPI links.",
+    )
