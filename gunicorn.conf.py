@@ -14,8 +14,8 @@ from pathlib import Path
 # gunicorn executes this file before putting the app's directory on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from app.server import hooks  # noqa: E402
-from app.server.config import ConfigError, build  # noqa: E402
+from app.server import hooks
+from app.server.config import ConfigError, build
 
 try:
     _config = build(os.environ)
@@ -72,7 +72,9 @@ logconfig_dict = _g["logconfig_dict"]
 # --- Lifecycle hooks (master process) -----------------------------------------------------------
 def on_starting(server):  # type: ignore[no-untyped-def]
     hooks.empty_metrics_dir(_metrics_dir)
-    hooks.log_startup(server.log.error_log, _config.startup_record(), _settings.LOG_FORMAT == "json")
+    hooks.log_startup(
+        server.log.error_log, _config.startup_record(), _settings.LOG_FORMAT == "json"
+    )
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]

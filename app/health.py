@@ -24,7 +24,7 @@ async def readyz(request: Request) -> JSONResponse:
     readiness = request.app.state.readiness
     if readiness.ready:
         return JSONResponse({"status": "ready"})
-    state = "shutting down" if readiness.shutting_down else "starting"
+    state = "starting" if not readiness.started else "shutting down"
     return JSONResponse({"status": state}, status_code=503)
 
 

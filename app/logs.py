@@ -44,8 +44,12 @@ def logging_config(
         formatter = {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": _JSON_FIELDS,
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger",
-                              "process": "pid"},
+            "rename_fields": {
+                "asctime": "time",
+                "levelname": "level",
+                "name": "logger",
+                "process": "pid",
+            },
             # request_id_suffix serves the text format; color_message is uvicorn's ANSI copy.
             "reserved_attrs": [*RESERVED_ATTRS, "request_id_suffix", "color_message"],
             "datefmt": "%Y-%m-%dT%H:%M:%S%z",
@@ -81,4 +85,3 @@ def logging_config(
             ACCESS_LOGGER: logger("INFO" if access_log else "WARNING"),
         },
     }
-

@@ -71,7 +71,10 @@ class RequestContextMiddleware:
             metrics.REQUESTS.labels(method, route, str(status)).inc()
             metrics.LATENCY.labels(method, route).observe(duration)
             access_log.info(
-                "%s %s %s", method, scope["path"], status,
+                "%s %s %s",
+                method,
+                scope["path"],
+                status,
                 extra=_access_fields(scope, status, duration, route, request_id),
             )
             request_id_var.reset(token)

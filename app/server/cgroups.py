@@ -9,6 +9,7 @@ root and /proc/self/cgroup text, so tests run the same code against fixture tree
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -86,37 +87,40 @@ def _v1_mount(cgroup_root: Path, controller: str) -> Path | None:
     return None
 
 
-def _v2_cpu_quota(levels: list[Path]) -> tuple[float, dict[str, float | int | str]] | None:
-    tightest: tuple[float, dict[str, float | int | str]] | None = None
+_Quota = tuple[float, dict[str, float | int | str]]
+
+
+def _v2_quota_fields(level: Path) -> tuple[str, str] | None:
+    fields = (_read(level / "cpu.max") or "").split()  # "max 100000" or "150000 100000"
+    return (fields[0], fields[1]) if len(fields) == 2 else None
+
+
+def _v1_quota_fields(level: Path) -> tuple[str, str] | None:
+    quota, period = _read(level / "cpu.cfs_quota_us"), _read(level / "cpu.cfs_period_us")
+    return (quota, period) if quota and period else None  # quota -1: unlimited
+
+
+def _tightest_quota(
+    levels: list[Path], fields_at: Callable[[Path], tuple[str, str] | None]
+) -> _Quota | None:
+    tightest: _Quota | None = None
     for level in levels:
-        text = _read(level / "cpu.max")
-        if not text:
+        fields = fields_at(level)
+        if fields is None:
             continue
-        fields = text.split()
-        if fields[0] == "max" or len(fields) != 2:
+        try:
+            quota, period = int(fields[0]), int(fields[1])
+        except ValueError:  # "max", or a file we do not understand: no limit from it
             continue
-        quota, period = int(fields[0]), int(fields[1])
         if quota <= 0 or period <= 0:
             continue
-        cpus = quota / period
-        if tightest is None or cpus < tightest[0]:
-            tightest = (cpus, {"quota_us": quota, "period_us": period, "cgroup": str(level)})
-    return tightest
-
-
-def _v1_cpu_quota(levels: list[Path]) -> tuple[float, dict[str, float | int | str]] | None:
-    tightest: tuple[float, dict[str, float | int | str]] | None = None
-    for level in levels:
-        quota_text = _read(level / "cpu.cfs_quota_us")
-        period_text = _read(level / "cpu.cfs_period_us")
-        if not quota_text or not period_text:
-            continue
-        quota, period = int(quota_text), int(period_text)
-        if quota <= 0 or period <= 0:  # -1 means unlimited
-            continue
-        cpus = quota / period
-        if tightest is None or cpus < tightest[0]:
-            tightest = (cpus, {"quota_us": quota, "period_us": period, "cgroup": str(level)})
+        if tightest is None or quota / period < tightest[0]:
+            detail: dict[str, float | int | str] = {
+                "quota_us": quota,
+                "period_us": period,
+                "cgroup": str(level),
+            }
+            tightest = (quota / period, detail)
     return tightest
 
 
@@ -131,15 +135,15 @@ def cpu_budget(
     A quota may be fractional (`--cpus=1.5` is 1.5); affinity and host counts are whole CPUs.
     """
     v2_path, v1_paths = _membership(proc_self_cgroup)
-    quota: tuple[float, dict[str, float | int | str]] | None = None
+    quota: _Quota | None = None
     quota_source = ""
     if _is_v2(cgroup_root):
-        quota = _v2_cpu_quota(_levels(cgroup_root, v2_path or "/"))
+        quota = _tightest_quota(_levels(cgroup_root, v2_path or "/"), _v2_quota_fields)
         quota_source = "cgroup v2"
     else:
         mount = _v1_mount(cgroup_root, "cpu")
         if mount is not None:
-            quota = _v1_cpu_quota(_levels(mount, v1_paths.get("cpu", "/")))
+            quota = _tightest_quota(_levels(mount, v1_paths.get("cpu", "/")), _v1_quota_fields)
             quota_source = "cgroup v1"
 
     budget = CpuBudget(cpus=float(host_cpus), source="host", detail={"host_cpus": host_cpus})

@@ -3,6 +3,7 @@ importable and testable. All of it runs in the master process."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -53,6 +54,4 @@ def log_startup(log: logging.Logger, record: dict[str, object], json_format: boo
     if json_format:
         log.info("server config", extra={"server_config": record})
     else:
-        import json
-
         log.info("server config %s", json.dumps(record))

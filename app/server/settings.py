@@ -101,7 +101,8 @@ class ServerSettings(BaseSettings):
         "not a default: restarts cost a cold worker.",
     )
     MAX_REQUESTS_JITTER: Annotated[int, Field(ge=0)] = Field(
-        default=0, description="Random extra requests per worker, so they do not all restart together."
+        default=0,
+        description="Random extra requests per worker, so they do not all restart together.",
     )
     PRELOAD: bool = Field(
         default=False,
@@ -114,7 +115,8 @@ class ServerSettings(BaseSettings):
         default="info", description="Level for gunicorn, uvicorn and app logs."
     )
     LOG_FORMAT: Literal["json", "text"] = Field(
-        default="json", description="`json` (one object per line, for collectors) or `text` (development)."
+        default="json",
+        description="`json` (one object per line, for collectors) or `text` (development).",
     )
     ACCESS_LOG: bool = Field(default=True, description="Log one line per request.")
 
@@ -128,7 +130,7 @@ class ServerSettings(BaseSettings):
 
     # --- Files the server writes (all must live on tmpfs in a read-only container) -------------
     WORKER_TMP_DIR: Path | None = Field(
-        default=Path("/dev/shm"),
+        default=Path("/dev/shm"),  # noqa: S108 - per-container tmpfs, gunicorn's own advice
         description="Directory for worker heartbeat files. /dev/shm is memory-backed, so a "
         "busy disk never stalls heartbeats and a read-only root FS is fine.",
     )
@@ -152,9 +154,7 @@ class ServerSettings(BaseSettings):
         entries = [entry.strip() for entry in value.split(",")]
         for entry in entries:
             if not _BIND_ENTRY.match(entry):
-                raise ValueError(
-                    f"{entry!r} is not host:port, [ipv6]:port, unix:/path or fd://N"
-                )
+                raise ValueError(f"{entry!r} is not host:port, [ipv6]:port, unix:/path or fd://N")
             if not entry.startswith(("unix:", "fd://")):
                 port = int(entry.rsplit(":", 1)[1])
                 if not 1 <= port <= 65535:

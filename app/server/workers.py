@@ -41,7 +41,9 @@ def workers_for(settings: ServerSettings, cpus: CpuBudget, memory: MemoryLimit) 
 
     raw = cpus.cpus * settings.WORKERS_PER_CORE
     workers = max(1, round_half_up(raw))
-    steps = [f"{cpus.cpus:g} cpus ({cpus.source}) x {settings.WORKERS_PER_CORE:g} = {raw:g} -> {workers}"]
+    steps = [
+        f"{cpus.cpus:g} cpus ({cpus.source}) x {settings.WORKERS_PER_CORE:g} = {raw:g} -> {workers}"
+    ]
 
     if settings.MAX_WORKERS is not None and workers > settings.MAX_WORKERS:
         workers = settings.MAX_WORKERS

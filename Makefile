@@ -1,0 +1,17 @@
+# Shortcuts; each target is one command you can also type yourself.
+.PHONY: up down test print-config dev
+
+up:            ## the stack on one host: nginx -> app, at http://127.0.0.1:8080
+	docker compose up --build
+
+down:
+	docker compose down -v
+
+dev:           ## source mounted, auto-reload, text logs, /docs on
+	docker compose -f docker-compose.yml -f docker-compose.dev.yml up --build
+
+test:          ## lint, type-check, unit, integration and end-to-end tests
+	./scripts/test
+
+print-config:  ## what gunicorn would run with, from your environment
+	.venv/bin/python -m app.server.config

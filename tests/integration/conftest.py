@@ -1,0 +1,128 @@
+"""Real gunicorn processes on loopback ports, started and always cleaned up by the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may contain spaces, so split after the last ')'.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            found.add(int(entry.name))
+    return found
+
+
+class Gunicorn:
+    """One gunicorn master with its workers, serving the app from this checkout."""
+
+    def __init__(self, tmp_path: Path, env: Mapping[str, str], prefix: list[str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / f"gunicorn-{self.port}.log"
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "BIND": f"127.0.0.1:{self.port}",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"metrics-{self.port}"),
+            **env,
+        }
+        # The launcher the image runs: validates, then exec()s gunicorn -c gunicorn.conf.py.
+        self.command = [*(prefix or []), sys.executable, "-m", "app.server"]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Gunicorn:
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def workers(self) -> set[int]:
+        return children_of(self.pid)
+
+    def wait_ready(self, workers: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited {self.process.returncode}:\n{self.log()}")
+            try:
+                ready = httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                ready = False
+            if (
+                ready
+                and len(self.workers()) == workers
+                and self.log().count("Application startup complete") >= workers
+            ):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"not ready with {workers} workers in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path) -> Iterator[type[Gunicorn]]:
+    """Factory: `server = gunicorn(tmp_path, env).start()`; every one started is killed after."""
+    started: list[Gunicorn] = []
+
+    class Tracked(Gunicorn):
+        def start(self) -> Gunicorn:
+            started.append(self)
+            return super().start()
+
+    yield Tracked
+    for server in started:
+        server.stop()

@@ -1,0 +1,171 @@
+"""The FastAPI app in-process: routes by name, probes, request ids, metrics, docs switch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+from collections.abc import Iterator
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from app.logs import ACCESS_LOGGER, logging_config
+from app.main import create_app
+from app.settings import AppSettings
+
+
+@pytest.fixture
+def app() -> FastAPI:
+    return create_app(AppSettings.model_validate({}))
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as client:  # runs the lifespan: startup completed
+        yield client
+
+
+def test_healthz_answers(client: TestClient, app: FastAPI) -> None:
+    response = client.get(app.url_path_for("healthz"))
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_is_503_until_startup_completes(app: FastAPI) -> None:
+    not_started = TestClient(app)  # no context manager: lifespan never ran
+    response = not_started.get(app.url_path_for("readyz"))
+    assert response.status_code == 503
+    assert response.json() == {"status": "starting"}
+    with TestClient(app) as started:
+        assert started.get(app.url_path_for("readyz")).status_code == 200
+
+
+def test_readyz_is_503_once_shutdown_has_begun(app: FastAPI) -> None:
+    with TestClient(app):
+        pass  # lifespan shutdown ran on exit
+    response = TestClient(app).get(app.url_path_for("readyz"))
+    assert response.status_code == 503
+    assert response.json() == {"status": "shutting down"}
+
+
+def test_items_can_be_created_listed_and_fetched(client: TestClient, app: FastAPI) -> None:
+    created = client.post(
+        app.url_path_for("create_item"), json={"name": "widget", "price": 2.5, "tags": ["a"]}
+    )
+    assert created.status_code == 201
+    item = created.json()
+    assert item == {"id": 1, "name": "widget", "price": 2.5, "tags": ["a"]}
+    assert client.get(app.url_path_for("get_item", item_id=1)).json() == item
+    assert client.get(app.url_path_for("list_items")).json() == [item]
+
+
+def test_missing_item_is_a_404_with_a_reason(client: TestClient, app: FastAPI) -> None:
+    response = client.get(app.url_path_for("get_item", item_id=99))
+    assert response.status_code == 404
+    assert response.json() == {"detail": "item 99 not found"}
+
+
+def test_invalid_body_is_a_422_naming_the_field(client: TestClient, app: FastAPI) -> None:
+    response = client.post(app.url_path_for("create_item"), json={"name": "", "price": -1})
+    assert response.status_code == 422
+    fields = {tuple(error["loc"]) for error in response.json()["detail"]}
+    assert fields == {("body", "name"), ("body", "price")}
+
+
+def test_request_id_from_nginx_is_kept(client: TestClient, app: FastAPI) -> None:
+    rid = "0123456789abcdef0123456789abcdef"
+    response = client.get(app.url_path_for("healthz"), headers={"X-Request-ID": rid})
+    assert response.headers["x-request-id"] == rid
+
+
+@pytest.mark.parametrize("bad", ["short", "a" * 200, "has space inside it", "new\\nline-injection"])
+def test_malformed_request_id_is_replaced(client: TestClient, app: FastAPI, bad: str) -> None:
+    response = client.get(app.url_path_for("healthz"), headers={"X-Request-ID": bad})
+    generated = response.headers["x-request-id"]
+    assert generated != bad
+    assert len(generated) == 32
+    int(generated, 16)
+
+
+def test_request_id_is_generated_when_absent(client: TestClient, app: FastAPI) -> None:
+    first = client.get(app.url_path_for("healthz")).headers["x-request-id"]
+    second = client.get(app.url_path_for("healthz")).headers["x-request-id"]
+    assert first != second
+
+
+def test_access_line_has_route_status_duration_client_and_request_id(
+    client: TestClient, app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        client.get(
+            app.url_path_for("get_item", item_id=7), headers={"X-Request-ID": "req-12345678"}
+        )
+    [record] = [r for r in caplog.records if r.name == ACCESS_LOGGER]
+    fields = record.__dict__
+    assert fields["method"] == "GET"
+    assert fields["path"] == "/api/items/7"
+    assert fields["route"] == "/api/items/{item_id}"
+    assert fields["status"] == 404
+    assert fields["duration_ms"] >= 0
+    assert fields["client_ip"] == "testclient"
+    assert fields["request_id"] == "req-12345678"
+
+
+def _counter(metrics_text: str, route: str, status: str) -> float:
+    for line in metrics_text.splitlines():
+        if (
+            line.startswith("http_requests_total{")
+            and f'route="{route}"' in line
+            and f'status="{status}"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_by_route_template_not_raw_path(client: TestClient, app: FastAPI) -> None:
+    metrics_url = app.url_path_for("metrics")
+    before = _counter(client.get(metrics_url).text, "/api/items/{item_id}", "404")
+    for item_id in (101, 102, 103):
+        client.get(app.url_path_for("get_item", item_id=item_id))
+    after = client.get(metrics_url).text
+    assert _counter(after, "/api/items/{item_id}", "404") == before + 3
+    assert "/api/items/101" not in after
+
+
+def test_unknown_paths_share_one_metrics_series(client: TestClient, app: FastAPI) -> None:
+    before = _counter(client.get(app.url_path_for("metrics")).text, "unmatched", "404")
+    client.get("/no/such/path/1")
+    client.get("/no/such/path/2")
+    after = client.get(app.url_path_for("metrics")).text
+    assert _counter(after, "unmatched", "404") == before + 2
+
+
+def test_docs_are_off_by_default_and_switchable() -> None:
+    with TestClient(create_app(AppSettings.model_validate({}))) as off:
+        assert off.get("/docs").status_code == 404
+        assert off.get("/openapi.json").status_code == 404
+    with TestClient(create_app(AppSettings.model_validate({"DOCS_ENABLED": "true"}))) as on:
+        assert on.get("/docs").status_code == 200
+        schema = on.get("/openapi.json").json()
+        assert "/api/items" in schema["paths"]
+
+
+def test_wait_endpoint_is_bounded(client: TestClient, app: FastAPI) -> None:
+    assert client.get(app.url_path_for("wait"), params={"ms": 1}).json()["waited_ms"] == 1
+    assert client.get(app.url_path_for("wait"), params={"ms": 600_000}).status_code == 422
+
+
+def test_json_log_lines_are_single_objects(capsys: pytest.CaptureFixture[str]) -> None:
+    logging.config.dictConfig(logging_config("info", "json"))
+    try:
+        logging.getLogger("app").info("hello", extra={"answer": 42})
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        record = json.loads(line)
+        assert record["message"] == "hello"
+        assert record["answer"] == 42
+        assert record["level"] == "INFO"
+        assert {"time", "logger", "pid"} <= record.keys()
+    finally:
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})

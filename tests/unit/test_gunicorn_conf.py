@@ -1,0 +1,74 @@
+"""gunicorn.conf.py exports exactly the settings app.server.config decides, under names gunicorn
+knows (gunicorn ignores an unknown name in a config file without a word)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+INSPECT = """
+import json, runpy, types
+from gunicorn.config import Config
+namespace = runpy.run_path("gunicorn.conf.py")
+known = set(Config().settings)
+exported = {
+    name: value for name, value in namespace.items()
+    if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    and name not in {"os", "sys", "Path", "hooks", "ConfigError", "build"}
+}
+print(json.dumps({
+    "unknown": sorted(set(exported) - known),
+    "values": {k: v for k, v in exported.items() if not callable(v)},
+    "hooks": sorted(k for k, v in exported.items() if callable(v)),
+}, default=str))
+"""
+
+
+def inspect_conf(tmp_path: Path, env: dict[str, str]) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, "-c", INSPECT],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    inspected: dict[str, object] = json.loads(result.stdout)
+    return inspected
+
+
+def test_every_exported_name_is_a_gunicorn_setting(tmp_path: Path) -> None:
+    inspected = inspect_conf(tmp_path, {})
+    assert inspected["unknown"] == []
+    assert inspected["hooks"] == ["child_exit", "on_exit", "on_starting"]
+
+
+def test_exported_values_are_the_decided_ones(tmp_path: Path) -> None:
+    env = {"WEB_CONCURRENCY": "3", "PORT": "9001", "CONTROL_SOCKET": "/tmp/x.ctl"}
+    values = inspect_conf(tmp_path, env)["values"]
+    assert isinstance(values, dict)
+    assert values["workers"] == 3
+    assert values["bind"] == ["0.0.0.0:9001"]
+    assert values["worker_class"] == "app.server.worker.Worker"
+    assert values["wsgi_app"] == "app.main:create_app()"
+    assert values["control_socket"] == "/tmp/x.ctl"
+    assert values["control_socket_disable"] is False
+    assert values["accesslog"] is None
+
+
+def test_readme_configuration_table_matches_the_settings_models() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/config_reference.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
