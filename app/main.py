@@ -36,6 +36,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     docs = settings.DOCS_ENABLED
     app = FastAPI(
         title=settings.APP_NAME,
+        version=settings.APP_VERSION,
         lifespan=lifespan,
         root_path=settings.ROOT_PATH,
         docs_url="/docs" if docs else None,

@@ -11,7 +11,7 @@ import os
 import socket
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 router = APIRouter(prefix="/api/demo", tags=["demo"])
 
@@ -27,3 +27,14 @@ async def wait(ms: Annotated[int, Query(ge=0, le=30_000)] = 10) -> dict[str, int
 async def whoami() -> dict[str, str | int]:
     """The worker process and container host that answered: shows load spreading."""
     return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+@router.websocket("/echo")
+async def echo(websocket: WebSocket) -> None:
+    """Echoes text messages: shows websockets pass through nginx (Upgrade) to the workers."""
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.send_text(await websocket.receive_text())
+    except WebSocketDisconnect:
+        return

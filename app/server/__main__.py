@@ -1,28 +1,54 @@
-"""`python -m app.server [gunicorn args]`: validate the environment, then become gunicorn.
+"""The image's entrypoint: `python -m app.server [print-config | gunicorn args...]`.
 
-Why not start gunicorn directly: gunicorn parses WEB_CONCURRENCY with int() when it is imported,
-before any config file runs, so `WEB_CONCURRENCY=lots gunicorn ...` dies with a traceback. This
-checks every variable first and prints one line; then it exec()s gunicorn in the same process,
-so gunicorn keeps this PID (PID 1 in the container) and receives signals directly.
+1. Validate every variable first. gunicorn parses WEB_CONCURRENCY with int() when it is
+   imported, before any config file runs, so `WEB_CONCURRENCY=lots gunicorn ...` would die with a
+   traceback; here it gets one line naming the variable.
+2. Run the pre-start hook (PRE_START_PATH, e.g. migrations) once, if the file exists.
+3. exec() gunicorn in this same process: gunicorn keeps the PID (1 in a container) and receives
+   SIGTERM/SIGHUP directly, with no shell in between.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 from app.server.config import ConfigError, load_settings
+from app.server.config import main as print_config
 
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
+PRE_START_DEFAULT = Path(__file__).resolve().parents[2] / "prestart.sh"
+
+
+def run_pre_start(hook: Path) -> int:
+    """Run the hook if it exists; its exit code (0 when absent)."""
+    if not hook.exists():
+        return 0
+    print(f"pre-start: running {hook}", file=sys.stderr, flush=True)
+    command = [str(hook)] if os.access(hook, os.X_OK) else ["sh", str(hook)]
+    returncode = subprocess.run(command, check=False).returncode  # noqa: S603 - the operator's hook
+    if returncode != 0:
+        print(
+            f"pre-start: {hook} failed with exit code {returncode}; not starting the server",
+            file=sys.stderr,
+            flush=True,
+        )
+    return returncode
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["print-config"]:
+        return print_config(argv[1:])
     try:
         load_settings(os.environ)
     except ConfigError as error:
         print(error, file=sys.stderr, flush=True)
         return 2
+    hook_status = run_pre_start(Path(os.environ.get("PRE_START_PATH") or PRE_START_DEFAULT))
+    if hook_status != 0:
+        return hook_status
     command = [sys.executable, "-m", "gunicorn", "-c", str(CONFIG_FILE), *argv]
     os.execv(sys.executable, command)  # noqa: S606 - replaces this process on purpose
     raise AssertionError("unreachable: execv does not return")

@@ -169,3 +169,9 @@ def test_json_log_lines_are_single_objects(capsys: pytest.CaptureFixture[str]) -
         assert {"time", "logger", "pid"} <= record.keys()
     finally:
         logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+
+
+def test_websocket_echo(client: TestClient) -> None:
+    with client.websocket_connect("/api/demo/echo") as websocket:
+        websocket.send_text("ping")
+        assert websocket.receive_text() == "ping"
