@@ -26,6 +26,9 @@ REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{8,128}$")
 
 access_log = logging.getLogger(ACCESS_LOGGER)
+# Probes and scrapes arrive every few seconds from the orchestrator and Prometheus: counted in
+# the metrics, but logged only when they fail, so the access log stays about users.
+QUIET_WHEN_OK = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def _route_template(scope: Scope) -> str:
@@ -70,13 +73,14 @@ class RequestContextMiddleware:
             method = scope["method"]
             metrics.REQUESTS.labels(method, route, str(status)).inc()
             metrics.LATENCY.labels(method, route).observe(duration)
-            access_log.info(
-                "%s %s %s",
-                method,
-                scope["path"],
-                status,
-                extra=_access_fields(scope, status, duration, route, request_id),
-            )
+            if not (status < 400 and route in QUIET_WHEN_OK):
+                access_log.info(
+                    "%s %s %s",
+                    method,
+                    scope["path"],
+                    status,
+                    extra=_access_fields(scope, status, duration, route, request_id),
+                )
             request_id_var.reset(token)
 
 

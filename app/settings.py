@@ -17,7 +17,9 @@ class AppSettings(BaseSettings):
         default="fastapi-service", min_length=1, description="Service name in the OpenAPI title."
     )
     APP_VERSION: str = Field(
-        default="0.1.0", min_length=1, description="Version in the OpenAPI document (the image sets it)."
+        default="0.1.0",
+        min_length=1,
+        description="Version in the OpenAPI document (the image sets it).",
     )
     DOCS_ENABLED: bool = Field(
         default=False,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import random
+import secrets
 import subprocess
 import time
 import uuid
@@ -28,12 +28,21 @@ NGINX_IMAGE = f"fastapi-service-nginx:{TAG}"
 pytestmark = pytest.mark.e2e
 
 
-def docker(*args: str, timeout: float = 300, check: bool = True,
-           env: Mapping[str, str] | None = None,
-           cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def docker(
+    *args: str,
+    timeout: float = 300,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = ROOT,
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        ["docker", *args], cwd=cwd, env={**os.environ, **(env or {})},
-        capture_output=True, text=True, timeout=timeout, check=False,
+        ["docker", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -52,14 +61,21 @@ def images() -> None:
     docker("compose", "build", env=base_env(), timeout=900)
 
 
-def response(url: str, method: str = "GET", path: str = "/", body: bytes | None = None,
-             headers: Mapping[str, str] | None = None,
-             timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+def response(
+    url: str,
+    *,
+    method: str = "GET",
+    path: str = "/",
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, dict[str, str], bytes]:
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        connection.request(method, path, body=body,
-                           headers={"Connection": "close", **(headers or {})})
+        connection.request(
+            method, path, body=body, headers={"Connection": "close", **(headers or {})}
+        )
         answer = connection.getresponse()
         return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
     finally:
@@ -75,11 +91,13 @@ class Stack:
     files: list[str] = field(default_factory=lambda: ["docker-compose.yml"])
     url: str = ""
 
-    def compose(self, *args: str, timeout: float = 300,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
+    def compose(
+        self, *args: str, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         files = [arg for name in self.files for arg in ("-f", name)]
-        return docker("compose", "-p", self.name, *files, *args, env=self.env,
-                      timeout=timeout, check=check)
+        return docker(
+            "compose", "-p", self.name, *files, *args, env=self.env, timeout=timeout, check=check
+        )
 
     def up(self, *extra: str, timeout: float = 240) -> Stack:
         self.compose("up", "-d", "--no-build", "--wait", *extra, timeout=timeout)
@@ -91,7 +109,12 @@ class Stack:
         self.compose("down", "-v", "--remove-orphans", "-t", "5", check=False, timeout=120)
 
     def logs(self, service: str) -> str:
-        return self.compose("logs", "--no-color", "--no-log-prefix", service).stdout
+        """Both streams of every container of the service (docker logs: no compose decoration)."""
+        output = []
+        for container in self.compose("ps", "-aq", service).stdout.split():
+            logs = docker("logs", container, check=False)
+            output += [logs.stdout, logs.stderr]
+        return "\n".join(output)
 
     def log_records(self, service: str) -> list[dict[str, Any]]:
         records = []
@@ -115,7 +138,7 @@ class Stack:
 
 def unique_subnet() -> str:
     # A /24 of its own for each stack; the app trusts forwarded headers from it alone.
-    return f"10.{random.randint(200, 250)}.{random.randint(0, 255)}.0/24"
+    return f"10.{200 + secrets.randbelow(51)}.{secrets.randbelow(256)}.0/24"
 
 
 @pytest.fixture
@@ -127,8 +150,13 @@ def stack_factory(images: None, request: pytest.FixtureRequest) -> Iterator[Any]
         short = request.node.name.split("[")[0].removeprefix("test_")[:20].replace("_", "-")
         stack = Stack(
             name=f"tpl-{short}-{uuid.uuid4().hex[:6]}",
-            env={**base_env(), "HTTP_BIND": "127.0.0.1", "HTTP_PORT": "0",
-                 "BACKEND_SUBNET": unique_subnet(), **(env or {})},
+            env={
+                **base_env(),
+                "HTTP_BIND": "127.0.0.1",
+                "HTTP_PORT": "0",
+                "BACKEND_SUBNET": unique_subnet(),
+                **(env or {}),
+            },
             files=files or ["docker-compose.yml"],
         )
         made.append(stack)

@@ -16,8 +16,15 @@ from tests.e2e.conftest import APP_IMAGE, NGINX_IMAGE, docker, gunicorn_workers,
 
 pytestmark = pytest.mark.e2e
 
-HARDENED = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
-            "--security-opt", "no-new-privileges"]
+HARDENED = [
+    "--read-only",
+    "--tmpfs",
+    "/tmp",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+]
 
 
 @pytest.fixture
@@ -48,11 +55,19 @@ def run(images: None) -> Iterator[Any]:
         (["--cpus=2", "--memory=200m"], 1),
         (["--cpus=0.5", "-e", "WEB_CONCURRENCY=3"], 3),
     ],
-    ids=["cpus 0.5", "cpus 1", "cpus 1.5", "cpus 2", "cpuset one core", "memory 200m caps",
-         "WEB_CONCURRENCY wins"],
+    ids=[
+        "cpus 0.5",
+        "cpus 1",
+        "cpus 1.5",
+        "cpus 2",
+        "cpuset one core",
+        "memory 200m caps",
+        "WEB_CONCURRENCY wins",
+    ],
 )
-def test_worker_count_follows_the_container_limits(run: Any, limits: list[str],
-                                                   workers: int) -> None:
+def test_worker_count_follows_the_container_limits(
+    run: Any, limits: list[str], workers: int
+) -> None:
     container = run(*limits)
     wait_healthy(container)
     assert gunicorn_workers(container) == workers
@@ -97,8 +112,16 @@ def test_failing_pre_start_hook_stops_the_container_with_a_clear_message(
 ) -> None:
     hook = tmp_path / "prestart.sh"
     hook.write_text("echo 'database unreachable' >&2\nexit 7\n")
-    result = docker("run", "--rm", *HARDENED, "-v", f"{hook}:/srv/prestart.sh:ro", APP_IMAGE,
-                    check=False, timeout=60)
+    result = docker(
+        "run",
+        "--rm",
+        *HARDENED,
+        "-v",
+        f"{hook}:/srv/prestart.sh:ro",
+        APP_IMAGE,
+        check=False,
+        timeout=60,
+    )
     assert result.returncode == 7
     assert "database unreachable" in result.stderr
     assert "pre-start: /srv/prestart.sh failed with exit code 7; not starting the server" in (
@@ -111,9 +134,10 @@ def test_print_config_runs_without_starting_the_server(images: None) -> None:
     result = docker("run", "--rm", *HARDENED, "--cpus=1", APP_IMAGE, "print-config", timeout=60)
     record = json.loads(result.stdout)
     assert record["gunicorn"]["workers"] == 1
-    assert record["workers_from"]["source"] == "cgroup v1" or record["workers_from"][
-        "source"
-    ] == "cgroup v2"
+    assert (
+        record["workers_from"]["source"] == "cgroup v1"
+        or record["workers_from"]["source"] == "cgroup v2"
+    )
 
 
 def test_image_has_labels_healthcheck_and_no_build_tools(images: None) -> None:
@@ -124,22 +148,38 @@ def test_image_has_labels_healthcheck_and_no_build_tools(images: None) -> None:
     assert inspected["User"] == "10001:10001"
     assert inspected["StopSignal"] == "SIGTERM"
     assert inspected["Healthcheck"]["Test"][1:] == ["python", "-m", "app.server.healthcheck"]
-    probe = docker("run", "--rm", "--entrypoint", "sh", APP_IMAGE, "-c",
-                   "command -v uv gcc cc pip >/dev/null && echo found || echo none; "
-                   "ls /root/.cache 2>/dev/null | wc -l", check=False)
+    probe = docker(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "sh",
+        APP_IMAGE,
+        "-c",
+        "command -v uv gcc cc pip >/dev/null && echo found || echo none; "
+        "ls /root/.cache 2>/dev/null | wc -l",
+        check=False,
+    )
     assert probe.stdout.split()[0] == "none", probe.stdout
 
 
 def test_nginx_config_is_valid_in_the_image_and_gixy_clean(images: None, tmp_path: Path) -> None:
-    mounts = ["--read-only", "--tmpfs", "/tmp", "--tmpfs", "/etc/nginx/conf.d:uid=101,gid=101",
-              "-e", "APP_UPSTREAM=127.0.0.1:8000"]
+    mounts = [
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--tmpfs",
+        "/etc/nginx/conf.d:uid=101,gid=101",
+        "-e",
+        "APP_UPSTREAM=127.0.0.1:8000",
+    ]
     # nginx -T: the test of the config as the entrypoint rendered it, and the full dump of it.
     dump = docker("run", "--rm", *mounts, NGINX_IMAGE, "nginx", "-T", timeout=60)
     assert "test is successful" in dump.stderr
     config = tmp_path / "nginx-dump.conf"
     config.write_text(dump.stdout)
     gixy = Path(sys.executable).parent / "gixy"
-    report = subprocess.run([str(gixy), str(config)], capture_output=True, text=True,
-                            timeout=120, check=False)
+    report = subprocess.run(
+        [str(gixy), str(config)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert report.returncode == 0, report.stdout + report.stderr
     assert "No issues found" in report.stdout

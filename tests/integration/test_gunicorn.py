@@ -291,7 +291,7 @@ def test_every_log_line_is_json_and_access_is_logged_once(
 ) -> None:
     server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "1"}).start()
     server.wait_ready(workers=1)
-    httpx.get(f"{server.url}/healthz", headers={"X-Request-ID": "once-only-1234"})
+    httpx.get(f"{server.url}/api/demo/whoami", headers={"X-Request-ID": "once-only-1234"})
     time.sleep(0.2)
     lines = [line for line in server.log().splitlines() if line.strip()]
     assert all(line.startswith("{") for line in lines), lines
@@ -302,8 +302,8 @@ def test_every_log_line_is_json_and_access_is_logged_once(
 def test_text_log_format_for_development(gunicorn: type[Gunicorn], tmp_path: Path) -> None:
     server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "1", "LOG_FORMAT": "text"}).start()
     server.wait_ready(workers=1)
-    httpx.get(f"{server.url}/healthz", headers={"X-Request-ID": "text-line-1234"})
+    httpx.get(f"{server.url}/api/items", headers={"X-Request-ID": "text-line-1234"})
     time.sleep(0.2)
     [line] = [line for line in server.log().splitlines() if "text-line-1234" in line]
-    assert "app.access: GET /healthz 200 request_id=text-line-1234" in line
+    assert "app.access: GET /api/items 200 request_id=text-line-1234" in line
     assert not line.startswith("{")

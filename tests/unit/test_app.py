@@ -175,3 +175,20 @@ def test_websocket_echo(client: TestClient) -> None:
     with client.websocket_connect("/api/demo/echo") as websocket:
         websocket.send_text("ping")
         assert websocket.receive_text() == "ping"
+
+
+def test_probes_are_logged_only_when_they_fail(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        with TestClient(app) as started:
+            started.get(app.url_path_for("healthz"))
+            started.get(app.url_path_for("readyz"))
+            started.get(app.url_path_for("metrics"))
+        TestClient(app).get(app.url_path_for("readyz"))  # after shutdown: 503
+    logged = [
+        (r.__dict__["path"], r.__dict__["status"])
+        for r in caplog.records
+        if r.name == ACCESS_LOGGER
+    ]
+    assert logged == [("/readyz", 503)]
