@@ -1,0 +1,103 @@
+"""Facts that several files must agree on, checked where each is written.
+
+gunicorn's timeouts live in the settings model; compose, nginx and the Dockerfiles each restate
+the ones they depend on. These tests read all of them, so a change to one without the others
+fails here instead of as a 502 or a SIGKILL in production.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.server.settings import ServerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULTS = ServerSettings.model_validate({})
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def seconds(value: str) -> int:
+    match = re.fullmatch(r"(\d+)s", value)
+    assert match, value
+    return int(match.group(1))
+
+
+def nginx_template() -> str:
+    return (ROOT / "deploy/nginx/templates/default.conf.template").read_text()
+
+
+def test_compose_stop_grace_period_outlasts_gunicorn_graceful_timeout() -> None:
+    grace = seconds(compose()["services"]["app"]["stop_grace_period"])
+    assert grace >= DEFAULTS.GRACEFUL_TIMEOUT + 5
+
+
+def test_nginx_closes_idle_upstream_connections_before_gunicorn_does() -> None:
+    match = re.search(r"upstream app \{.*?keepalive_timeout (\d+)s;", nginx_template(), re.S)
+    assert match, "the upstream block sets keepalive_timeout"
+    assert int(match.group(1)) < DEFAULTS.KEEP_ALIVE
+
+
+def test_app_stops_on_sigterm_and_nginx_on_sigquit() -> None:
+    services = compose()["services"]
+    assert services["app"]["stop_signal"] == "SIGTERM"
+    assert services["nginx"]["stop_signal"] == "SIGQUIT"
+    assert "STOPSIGNAL SIGTERM" in (ROOT / "Dockerfile").read_text()
+    assert "STOPSIGNAL SIGQUIT" in (ROOT / "deploy/nginx/Dockerfile").read_text()
+
+
+def test_only_nginx_publishes_a_port() -> None:
+    services = compose()["services"]
+    assert "ports" not in services["app"]
+    assert services["nginx"]["ports"] == ["${HTTP_BIND:-0.0.0.0}:${HTTP_PORT:-8080}:8080"]
+
+
+def test_the_app_trusts_forwarded_headers_from_the_backend_network_only() -> None:
+    config = compose()
+    subnet = config["networks"]["backend"]["ipam"]["config"][0]["subnet"]
+    assert config["services"]["app"]["environment"]["FORWARDED_ALLOW_IPS"] == subnet
+    assert "*" not in subnet
+
+
+def test_every_compose_variable_is_documented_in_env_example() -> None:
+    lines = (ROOT / "docker-compose.yml").read_text().splitlines()
+    code = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    used = set(re.findall(r"\$\{([A-Z_]+)", code))
+    documented = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert used == documented
+
+
+def test_the_development_override_is_not_loaded_by_a_plain_up() -> None:
+    # compose merges these names automatically; the dev file must not be one of them.
+    for automatic in (
+        "docker-compose.override.yml",
+        "compose.override.yml",
+        "docker-compose.override.yaml",
+        "compose.override.yaml",
+    ):
+        assert not (ROOT / automatic).exists()
+    assert (ROOT / "docker-compose.dev.yml").exists()
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "deploy/nginx/Dockerfile"])
+def test_dockerfiles_are_hadolint_clean(dockerfile: str) -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), dockerfile],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
