@@ -18,8 +18,8 @@ from pathlib import Path
 from app.server.config import ConfigError, load_settings
 from app.server.config import main as print_config
 
-CONFIG_FILE = Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
-PRE_START_DEFAULT = Path(__file__).resolve().parents[2] / "prestart.sh"
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+CONFIG_FILE = PROJECT_DIR / "gunicorn.conf.py"
 
 
 def run_pre_start(hook: Path) -> int:
@@ -42,11 +42,11 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["print-config"]:
         return print_config(argv[1:])
     try:
-        load_settings(os.environ)
+        settings, _ = load_settings(os.environ)
     except ConfigError as error:
         print(error, file=sys.stderr, flush=True)
         return 2
-    hook_status = run_pre_start(Path(os.environ.get("PRE_START_PATH") or PRE_START_DEFAULT))
+    hook_status = run_pre_start(PROJECT_DIR / settings.PRE_START_PATH)
     if hook_status != 0:
         return hook_status
     command = [sys.executable, "-m", "gunicorn", "-c", str(CONFIG_FILE), *argv]

@@ -146,6 +146,14 @@ class ServerSettings(BaseSettings):
         "directory under the temp dir.",
     )
 
+    # --- Start-up ---------------------------------------------------------------------------
+    PRE_START_PATH: Path = Field(
+        default=Path("prestart.sh"),
+        description="Hook run once per container before gunicorn starts (migrations and the "
+        "like), if the file exists; relative paths are from the project directory (/srv in "
+        "the image). If it fails, the server does not start.",
+    )
+
     @field_validator("BIND")
     @classmethod
     def _bind_entries_are_addresses(cls, value: str | None) -> str | None:
