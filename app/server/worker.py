@@ -2,7 +2,8 @@
 
 CONFIG_KWARGS is uvicorn-worker's documented extension point; these go to uvicorn.Config.
 `_serve` is re-stated (uvicorn-worker is pinned exactly, and the SIGHUP test guards this) only to
-use a uvicorn Server that drains more carefully, see `DrainingServer`.
+use a uvicorn Server that drains more carefully (`DrainingServer`) and to let gunicorn's
+`alive = False` reach it (--reload).
 """
 
 from __future__ import annotations
@@ -50,9 +51,26 @@ class Worker(UvicornWorker):  # type: ignore[misc]
         "server_header": False,
     }
 
+    _server: DrainingServer | None = None
+
+    # gunicorn's ways of stopping a worker from inside (the --reload file watcher above all) set
+    # `self.alive = False` and expect the worker's loop to notice; UvicornWorker's loop is
+    # uvicorn's, which only watches `should_exit`. Without this, --reload logs "Worker reloading"
+    # and keeps serving the old code.
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    @alive.setter
+    def alive(self, value: bool) -> None:
+        self._alive = value
+        if not value and self._server is not None:
+            self._server.should_exit = True
+
     async def _serve(self) -> None:
         self.config.app = self.wsgi
         server = DrainingServer(config=self.config)
+        self._server = server
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)
         if not server.started:
