@@ -1,0 +1,163 @@
+"""Every overlay renders, validates against the Kubernetes API schemas and passes checkov."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.k8s.conftest import (
+    K8S,
+    OVERLAYS,
+    Manifest,
+    environment_without_proxies,
+    kubernetes_validate,
+    only,
+    run,
+)
+
+# The oldest version these manifests need (HPA ContainerResource metrics are GA in 1.30), one in
+# between, and the newest kubernetes-validate 1.37.0 ships schemas for.
+KUBERNETES_VERSIONS = ["1.30.0", "1.33.0", "1.37.0"]
+
+# HTTPRoute is a Gateway API CRD. kubernetes-validate ships only the core API's schemas, and the
+# Gateway API's CRDs cannot be fetched offline here (they are not on PyPI), so the schema check
+# skips this one kind; test_httproute_sends_each_overlay_host_to_the_service checks what it says.
+KINDS_WITHOUT_SCHEMA = {"HTTPRoute"}
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def validate(path: Path, *versions: str) -> tuple[int, list[str]]:
+    flags = [arg for version in versions for arg in ("-k", version)]
+    result = run(kubernetes_validate(), "--strict", *flags, path, check=False)
+    return result.returncode, result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_with_kubectl_kustomize(
+    overlay: str, manifests: dict[str, list[Manifest]]
+) -> None:
+    kinds = {doc["kind"] for doc in manifests[overlay]}
+    assert kinds >= {
+        "Namespace",
+        "ServiceAccount",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        "HTTPRoute",
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_validates_strictly_against_supported_kubernetes_versions(
+    overlay: str, rendered: dict[str, str], manifests: dict[str, list[Manifest]], tmp_path: Path
+) -> None:
+    code, lines = validate(
+        write(tmp_path, f"{overlay}.yaml", rendered[overlay]), *KUBERNETES_VERSIONS
+    )
+    assert code == 0, "\n".join(lines)
+    assert not [line for line in lines if line.startswith(("ERROR", "FATAL"))], lines
+    # kubernetes-validate only warns (exit 0) about a kind it has no schema for: any kind but
+    # the ones named above would pass unchecked, so each resource must be reported as passed.
+    unchecked = [line for line in lines if line.startswith("WARN")]
+    assert all(any(kind in line for kind in KINDS_WITHOUT_SCHEMA) for line in unchecked), unchecked
+    for version in KUBERNETES_VERSIONS:
+        minor = version.rsplit(".", 1)[0]
+        for doc in manifests[overlay]:
+            if doc["kind"] in KINDS_WITHOUT_SCHEMA:
+                continue
+            resource = f"{doc['kind'].lower()}/{doc['metadata']['name']}"
+            assert any(
+                line.startswith("INFO") and f"resource {resource} against version {minor}" in line
+                for line in lines
+            ), f"{resource} not validated against {minor}:\n" + "\n".join(lines)
+
+
+def test_strict_validation_rejects_an_unknown_field(
+    manifests: dict[str, list[Manifest]], tmp_path: Path
+) -> None:
+    # The check above is only worth something if a typo fails it.
+    deployment = only(manifests["production"], "Deployment")
+    deployment["spec"]["template"]["spec"]["terminationGracePeriod"] = 45
+    code, lines = validate(write(tmp_path, "typo.yaml", yaml.safe_dump(deployment)), "1.37.0")
+    assert code != 0
+    assert any("terminationGracePeriod" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_httproute_sends_each_overlay_host_to_the_service(
+    overlay: str, manifests: dict[str, list[Manifest]]
+) -> None:
+    docs = manifests[overlay]
+    route = only(docs, "HTTPRoute")
+    service = only(docs, "Service")
+    base_route = yaml.safe_load((K8S / "base" / "httproute.yaml").read_text())
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"]["hostnames"], "the overlay names its host"
+    assert route["spec"]["hostnames"] != base_route["spec"]["hostnames"]
+    assert all(parent["kind"] == "Gateway" for parent in route["spec"]["parentRefs"])
+    service_ports = {port["port"] for port in service["spec"]["ports"]}
+    for rule in route["spec"]["rules"]:
+        for backend in rule["backendRefs"]:
+            assert backend["kind"] == "Service"
+            assert backend["name"] == service["metadata"]["name"]
+            assert backend["port"] in service_ports
+
+
+def declared_skips(docs: list[Manifest]) -> set[str]:
+    skips = set()
+    for doc in docs:
+        for key, value in doc["metadata"].get("annotations", {}).items():
+            if key.startswith("checkov.io/skip"):
+                check, _, reason = value.partition("=")
+                assert reason.strip(), f"{key} on {doc['kind']} gives no reason"
+                skips.add(check)
+    return skips
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_checkov_offline_finds_no_failed_check_and_skips_only_annotated_ones(
+    overlay: str,
+    rendered: dict[str, str],
+    manifests: dict[str, list[Manifest]],
+    checkov: Path,
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, f"{overlay}.yaml", rendered[overlay])
+    result = run(
+        checkov,
+        *("--file", path, "--framework", "kubernetes", "--skip-download", "--output", "json"),
+        cwd=tmp_path,
+        env=environment_without_proxies(),
+        check=False,
+        timeout=300,
+    )
+    report = json.loads(result.stdout)
+    summary = report["summary"]
+    failed = report["results"].get("failed_checks", [])
+    assert summary["failed"] == 0, [(c["check_id"], c["check_name"], c["resource"]) for c in failed]
+    assert summary["parsing_errors"] == 0
+    # checkov counts a few objects twice (a Deployment and its pod template): at least all of them.
+    assert summary["resource_count"] >= len(manifests[overlay])
+    assert summary["passed"] > 0
+    skipped = report["results"].get("skipped_checks", [])
+    assert all(check["check_result"].get("suppress_comment") for check in skipped)
+    assert {check["check_id"] for check in skipped} == declared_skips(manifests[overlay])
+
+
+def test_checkov_skips_are_annotations_in_the_base_not_in_overlays() -> None:
+    # One list of exceptions for every environment, each next to the object it excuses.
+    for overlay in OVERLAYS:
+        for path in (K8S / "overlays" / overlay).glob("*.yaml"):
+            assert not re.search(r"checkov\.io/skip", path.read_text()), path
