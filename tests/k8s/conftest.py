@@ -79,6 +79,25 @@ def rendered() -> dict[str, str]:
     return {overlay: kustomize(K8S / "overlays" / overlay) for overlay in OVERLAYS}
 
 
+def render_with_component(directory: Path, overlay: str, component: str) -> str:
+    """An overlay plus an opt-in component, as a user's own kustomization would combine them."""
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(K8S / "overlays" / overlay, directory)],
+        "components": [os.path.relpath(K8S / "components" / component, directory)],
+    }
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return kustomize(directory)
+
+
+@pytest.fixture(scope="session")
+def with_workers_from_cpu_request(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Production with the workers-from-cpu-request component."""
+    directory = tmp_path_factory.mktemp("tpl-k8s-component")
+    return render_with_component(directory, "production", "workers-from-cpu-request")
+
+
 @pytest.fixture(scope="session")
 def manifests(rendered: dict[str, str]) -> dict[str, list[Manifest]]:
     return {overlay: parse(text) for overlay, text in rendered.items()}

@@ -13,11 +13,23 @@ from tests.k8s.conftest import (
     K8S,
     OVERLAYS,
     Manifest,
+    container,
     environment_without_proxies,
     kubernetes_validate,
     only,
+    parse,
     run,
 )
+
+# What the schema and policy checks run on: each overlay, and production with the opt-in
+# component (a user who enables it gets the same guarantees).
+RENDERS = [*OVERLAYS, "production+workers-from-cpu-request"]
+
+
+@pytest.fixture(scope="session")
+def renders(rendered: dict[str, str], with_workers_from_cpu_request: str) -> dict[str, str]:
+    return {**rendered, "production+workers-from-cpu-request": with_workers_from_cpu_request}
+
 
 # The oldest version these manifests need (HPA ContainerResource metrics are GA in 1.30), one in
 # between, and the newest kubernetes-validate 1.37.0 ships schemas for.
@@ -59,13 +71,12 @@ def test_overlay_renders_with_kubectl_kustomize(
     }
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_validates_strictly_against_supported_kubernetes_versions(
-    overlay: str, rendered: dict[str, str], manifests: dict[str, list[Manifest]], tmp_path: Path
+@pytest.mark.parametrize("render", RENDERS)
+def test_render_validates_strictly_against_supported_kubernetes_versions(
+    render: str, renders: dict[str, str], tmp_path: Path
 ) -> None:
-    code, lines = validate(
-        write(tmp_path, f"{overlay}.yaml", rendered[overlay]), *KUBERNETES_VERSIONS
-    )
+    docs = parse(renders[render])
+    code, lines = validate(write(tmp_path, "rendered.yaml", renders[render]), *KUBERNETES_VERSIONS)
     assert code == 0, "\n".join(lines)
     assert not [line for line in lines if line.startswith(("ERROR", "FATAL"))], lines
     # kubernetes-validate only warns (exit 0) about a kind it has no schema for: any kind but
@@ -74,7 +85,7 @@ def test_overlay_validates_strictly_against_supported_kubernetes_versions(
     assert all(any(kind in line for kind in KINDS_WITHOUT_SCHEMA) for line in unchecked), unchecked
     for version in KUBERNETES_VERSIONS:
         minor = version.rsplit(".", 1)[0]
-        for doc in manifests[overlay]:
+        for doc in docs:
             if doc["kind"] in KINDS_WITHOUT_SCHEMA:
                 continue
             resource = f"{doc['kind'].lower()}/{doc['metadata']['name']}"
@@ -126,15 +137,12 @@ def declared_skips(docs: list[Manifest]) -> set[str]:
     return skips
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("render", RENDERS)
 def test_checkov_offline_finds_no_failed_check_and_skips_only_annotated_ones(
-    overlay: str,
-    rendered: dict[str, str],
-    manifests: dict[str, list[Manifest]],
-    checkov: Path,
-    tmp_path: Path,
+    render: str, renders: dict[str, str], checkov: Path, tmp_path: Path
 ) -> None:
-    path = write(tmp_path, f"{overlay}.yaml", rendered[overlay])
+    path = write(tmp_path, "rendered.yaml", renders[render])
+    docs = parse(renders[render])
     result = run(
         checkov,
         *("--file", path, "--framework", "kubernetes", "--skip-download", "--output", "json"),
@@ -149,11 +157,11 @@ def test_checkov_offline_finds_no_failed_check_and_skips_only_annotated_ones(
     assert summary["failed"] == 0, [(c["check_id"], c["check_name"], c["resource"]) for c in failed]
     assert summary["parsing_errors"] == 0
     # checkov counts a few objects twice (a Deployment and its pod template): at least all of them.
-    assert summary["resource_count"] >= len(manifests[overlay])
+    assert summary["resource_count"] >= len(docs)
     assert summary["passed"] > 0
     skipped = report["results"].get("skipped_checks", [])
     assert all(check["check_result"].get("suppress_comment") for check in skipped)
-    assert {check["check_id"] for check in skipped} == declared_skips(manifests[overlay])
+    assert {check["check_id"] for check in skipped} == declared_skips(docs)
 
 
 def test_checkov_skips_are_annotations_in_the_base_not_in_overlays() -> None:
@@ -161,3 +169,18 @@ def test_checkov_skips_are_annotations_in_the_base_not_in_overlays() -> None:
     for overlay in OVERLAYS:
         for path in (K8S / "overlays" / overlay).glob("*.yaml"):
             assert not re.search(r"checkov\.io/skip", path.read_text()), path
+
+
+def test_workers_from_cpu_request_component_sizes_workers_by_the_cpu_request(
+    with_workers_from_cpu_request: str,
+) -> None:
+    app = container(only(parse(with_workers_from_cpu_request), "Deployment"), "app")
+    assert "cpu" not in app["resources"]["limits"]
+    assert "cpu" in app["resources"]["requests"]
+    source = next(e for e in app["env"] if e["name"] == "WEB_CONCURRENCY")["valueFrom"]
+    assert source["resourceFieldRef"] == {
+        "containerName": "app",
+        "resource": "requests.cpu",
+        # Whole CPUs, rounded up by the API server: 1500m -> 2 workers, 500m -> 1.
+        "divisor": "1",
+    }
