@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -99,7 +100,7 @@ def test_strict_validation_rejects_an_unknown_field(
     manifests: dict[str, list[Manifest]], tmp_path: Path
 ) -> None:
     # The check above is only worth something if a typo fails it.
-    deployment = only(manifests["production"], "Deployment")
+    deployment = copy.deepcopy(only(manifests["production"], "Deployment"))
     deployment["spec"]["template"]["spec"]["terminationGracePeriod"] = 45
     code, lines = validate(write(tmp_path, "typo.yaml", yaml.safe_dump(deployment)), "1.37.0")
     assert code != 0
