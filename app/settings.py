@@ -26,6 +26,11 @@ class AppSettings(BaseSettings):
         description="Serve /docs, /redoc and /openapi.json. Off by default: production does not "
         "publish its API map; the development override turns it on.",
     )
+    FAULT_INJECTION_ENABLED: bool = Field(
+        default=False,
+        description="Serve /api/demo/block, which blocks its worker's event loop with sync code "
+        "(what gunicorn's TIMEOUT is for). For the reliability suite; never in production.",
+    )
     ROOT_PATH: str = Field(
         default="",
         pattern=r"^(/[A-Za-z0-9._~-]+)*$",

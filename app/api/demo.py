@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 
 router = APIRouter(prefix="/api/demo", tags=["demo"])
 
@@ -24,9 +25,29 @@ async def wait(ms: Annotated[int, Query(ge=0, le=30_000)] = 10) -> dict[str, int
 
 
 @router.get("/whoami", name="whoami")
-async def whoami() -> dict[str, str | int]:
-    """The worker process and container host that answered: shows load spreading."""
-    return {"pid": os.getpid(), "host": socket.gethostname()}
+async def whoami(request: Request) -> dict[str, str | int | None]:
+    """Who answered (worker pid, container host: shows load spreading) and whom the app believes
+    it is talking to (client address and scheme, as resolved through trusted proxies)."""
+    client = request.client.host if request.client else None
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "client": client,
+        "scheme": request.url.scheme,
+    }
+
+
+@router.get("/block", name="block", responses={404: {"description": "fault injection is off"}})
+async def block(
+    request: Request, seconds: Annotated[float, Query(gt=0, le=120)] = 1
+) -> dict[str, float]:
+    """The classic mistake, on purpose: sync sleep inside `async def` freezes this worker's event
+    loop, so it stops answering and stops its heartbeat; gunicorn kills and replaces it after
+    TIMEOUT. Off unless FAULT_INJECTION_ENABLED."""
+    if not request.app.state.settings.FAULT_INJECTION_ENABLED:
+        raise HTTPException(status_code=404, detail="Not Found")
+    time.sleep(seconds)  # the fault being demonstrated
+    return {"blocked_s": seconds}
 
 
 @router.websocket("/echo")

@@ -192,3 +192,18 @@ def test_probes_are_logged_only_when_they_fail(
         if r.name == ACCESS_LOGGER
     ]
     assert logged == [("/readyz", 503)]
+
+
+def test_block_endpoint_is_off_unless_fault_injection_is_enabled(app: FastAPI) -> None:
+    with TestClient(app) as off:
+        assert off.get(app.url_path_for("block"), params={"seconds": 0.01}).status_code == 404
+    on_app = create_app(AppSettings.model_validate({"FAULT_INJECTION_ENABLED": "true"}))
+    with TestClient(on_app) as on:
+        answer = on.get(on_app.url_path_for("block"), params={"seconds": 0.01})
+        assert answer.json() == {"blocked_s": 0.01}
+
+
+def test_whoami_reports_client_and_scheme(client: TestClient, app: FastAPI) -> None:
+    answer = client.get(app.url_path_for("whoami")).json()
+    assert answer["client"] == "testclient"
+    assert answer["scheme"] == "http"
