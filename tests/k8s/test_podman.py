@@ -93,10 +93,11 @@ def variant_kustomization(
     for entry in production["images"]:
         name, tag = images[entry["name"]].rsplit(":", 1)
         replaced.append({"name": entry["newName"], "newName": name, "newTag": tag})
+    base = yaml.safe_load((K8S / "base" / "deployment.yaml").read_text())
     port_patch = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "fastapi-service"},
+        "metadata": {"name": base["metadata"]["name"]},
         "spec": {
             "template": {
                 "spec": {
