@@ -46,7 +46,10 @@ RULES: tuple[tuple[str, str], ...] = (
     (DEFAULTS["description"], "description"),
     (DEFAULTS["author"], "author"),
     # Kubernetes derives environment variable names from Service names: FASTAPI_SERVICE_PORT...
-    (DEFAULTS["project_slug"].upper().replace("-", "_"), 'project_slug | upper | replace("-", "_")'),
+    (
+        DEFAULTS["project_slug"].upper().replace("-", "_"),
+        'project_slug | upper | replace("-", "_")',
+    ),
     (DEFAULTS["project_slug"], "project_slug"),
 )
 
@@ -76,6 +79,8 @@ TWINNED: tuple[str, ...] = (
     "deploy/k8s/overlays/production/kustomization.yaml",
     "deploy/k8s/overlays/production/namespace.yaml",
     "deploy/k8s/overlays/production/patch-size.yaml",
+    "deploy/k8s/components/workers-from-cpu-request/patch-deployment.yaml",
+    "deploy/k8s/README.md",
 )
 
 # Twins that render the committed file through `replace` filters instead of repeating it: a

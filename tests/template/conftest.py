@@ -100,7 +100,14 @@ def copy(
 ) -> subprocess.CompletedProcess[str]:
     data = [arg for key, value in (answers or {}).items() for arg in ("--data", f"{key}={value}")]
     return copier(
-        "copy", "--defaults", "--quiet", "--vcs-ref", vcs_ref, *data, template, destination,
+        "copy",
+        "--defaults",
+        "--quiet",
+        "--vcs-ref",
+        vcs_ref,
+        *data,
+        template,
+        destination,
         cwd=destination.parent,
         check=check,
     )

@@ -64,9 +64,7 @@ def test_default_copy_reproduces_the_committed_files_byte_for_byte(
 
 def test_default_answers_are_the_ones_the_twins_were_derived_from(default_copy: Path) -> None:
     answers = answers_of(default_copy)
-    assert {key: answers[key] for key in template_twins.DEFAULTS} == dict(
-        template_twins.DEFAULTS
-    )
+    assert {key: answers[key] for key in template_twins.DEFAULTS} == dict(template_twins.DEFAULTS)
 
 
 def test_copy_records_its_answers_and_template_version_for_copier_update(
@@ -110,7 +108,10 @@ def test_unusual_copy_names_its_project_images_and_title_after_the_answers(
     unusual_copy: Path,
 ) -> None:
     slug, image = UNUSUAL_ANSWERS["project_slug"], UNUSUAL_ANSWERS["image_repository"]
-    read = lambda relpath: (unusual_copy / relpath).read_text()  # noqa: E731
+
+    def read(relpath: str) -> str:
+        return (unusual_copy / relpath).read_text()
+
     assert f'name = "{slug}"' in read("pyproject.toml")
     assert f'name = "{slug}"' in read("uv.lock")
     assert f"name: {slug}\n" in read("docker-compose.yml")
@@ -127,8 +128,15 @@ def test_unusual_copy_names_its_project_images_and_title_after_the_answers(
 
 def test_copys_own_unit_tests_pass(unusual_copy: Path) -> None:
     result = run(
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit",
-        cwd=unusual_copy, check=False,
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/unit",
+        cwd=unusual_copy,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -144,7 +152,10 @@ def test_copys_workflows_pass_the_schema_and_zizmor(unusual_copy: Path) -> None:
     bin_dir = Path(sys.executable).parent
     workflows = sorted((unusual_copy / ".github" / "workflows").glob("*.yml"))
     run(
-        bin_dir / "check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows,
+        bin_dir / "check-jsonschema",
+        "--builtin-schema",
+        "vendor.github-workflows",
+        *workflows,
         cwd=unusual_copy,
     )
     run(bin_dir / "zizmor", "--offline", "--no-progress", ".github", cwd=unusual_copy)
@@ -206,8 +217,15 @@ def test_copys_images_build_and_serve_through_nginx_with_compose(unusual_copy: P
 
     def compose(*args: str, check: bool = True, timeout: float = 300) -> str:
         return run(
-            docker, "compose", "-p", project, *args,
-            cwd=unusual_copy, env=env, check=check, timeout=timeout,
+            docker,
+            "compose",
+            "-p",
+            project,
+            *args,
+            cwd=unusual_copy,
+            env=env,
+            check=check,
+            timeout=timeout,
         ).stdout
 
     try:
@@ -215,15 +233,26 @@ def test_copys_images_build_and_serve_through_nginx_with_compose(unusual_copy: P
         port = compose("port", "nginx", "8080").strip().rsplit(":", 1)[1]
         status, body = get(f"127.0.0.1:{port}", "/api/demo/whoami")
         assert status == 200, body
-        assert set(json.loads(body)) == {"pid", "host"}
+        assert {"pid", "host"} <= set(json.loads(body))
         title = run(
-            docker, "image", "inspect", "-f",
-            '{{ index .Config.Labels "org.opencontainers.image.title" }}', f"{slug}-app:{tag}",
+            docker,
+            "image",
+            "inspect",
+            "-f",
+            '{{ index .Config.Labels "org.opencontainers.image.title" }}',
+            f"{slug}-app:{tag}",
             cwd=unusual_copy,
         ).stdout.strip()
         assert title == slug
     finally:
         compose("down", "-v", "--remove-orphans", "-t", "5", check=False, timeout=120)
         # Only the two images this test tagged; their layers stay in the build cache.
-        run(docker, "image", "rm", f"{slug}-app:{tag}", f"{slug}-nginx:{tag}",
-            cwd=unusual_copy, check=False)
+        run(
+            docker,
+            "image",
+            "rm",
+            f"{slug}-app:{tag}",
+            f"{slug}-nginx:{tag}",
+            cwd=unusual_copy,
+            check=False,
+        )

@@ -26,8 +26,10 @@ def test_twin_equals_what_the_script_derives_from_the_committed_file(twin: str) 
 
 def test_every_file_that_carries_the_projects_name_has_a_twin() -> None:
     missing = template_twins.files_missing_twin(ROOT)
-    assert not missing, f"copies would keep the template's names in {missing}: add them to " \
+    assert not missing, (
+        f"copies would keep the template's names in {missing}: add them to "
         f"TWINNED in scripts/template_twins.py and {RERUN}"
+    )
 
 
 def test_every_listed_file_still_carries_a_name_to_rename() -> None:

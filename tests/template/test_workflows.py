@@ -6,6 +6,8 @@ import re
 import sys
 from pathlib import Path
 
+import yaml
+
 from tests.template.conftest import ROOT, run
 
 BIN = Path(sys.executable).parent
@@ -14,18 +16,36 @@ WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 
 def test_workflows_match_githubs_workflow_schema() -> None:
     assert WORKFLOWS
-    run(BIN / "check-jsonschema", "--builtin-schema", "vendor.github-workflows", *WORKFLOWS,
-        cwd=ROOT)
+    run(
+        BIN / "check-jsonschema",
+        "--builtin-schema",
+        "vendor.github-workflows",
+        *WORKFLOWS,
+        cwd=ROOT,
+    )
 
 
 def test_dependabot_config_matches_its_schema() -> None:
-    run(BIN / "check-jsonschema", "--builtin-schema", "vendor.dependabot",
-        ROOT / ".github" / "dependabot.yml", cwd=ROOT)
+    run(
+        BIN / "check-jsonschema",
+        "--builtin-schema",
+        "vendor.dependabot",
+        ROOT / ".github" / "dependabot.yml",
+        cwd=ROOT,
+    )
 
 
 def test_zizmor_finds_nothing_even_as_an_auditor() -> None:
-    result = run(BIN / "zizmor", "--offline", "--no-progress", "--persona", "auditor", ".github",
-                 cwd=ROOT, check=False)
+    result = run(
+        BIN / "zizmor",
+        "--offline",
+        "--no-progress",
+        "--persona",
+        "auditor",
+        ".github",
+        cwd=ROOT,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No findings" in result.stdout, result.stdout
 
@@ -40,8 +60,6 @@ def test_every_action_is_pinned_to_a_full_commit_with_its_version_in_a_comment()
 
 
 def test_every_job_has_a_timeout_and_checkouts_persist_no_credentials() -> None:
-    import yaml
-
     for workflow in WORKFLOWS:
         loaded = yaml.safe_load(workflow.read_text())
         assert loaded["permissions"] == {}, workflow.name
