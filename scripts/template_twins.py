@@ -217,15 +217,16 @@ def useless_twins(root: Path = ROOT) -> list[str]:
     ]
 
 
-def write(root: Path = ROOT) -> list[str]:
-    """Write every twin; remove twins of listed files that no longer exist. Returns what changed."""
+def write(root: Path = ROOT, files: Iterable[str] = TWINNED) -> list[str]:
+    """Write the twins; remove twins of listed files that no longer exist. Returns what changed."""
+    files = tuple(files)
     changed = []
-    for relpath, content in expected_twins(root).items():
+    for relpath, content in expected_twins(root, files).items():
         path = root / relpath
         if not path.is_file() or path.read_text(encoding="utf-8") != content:
             path.write_text(content, encoding="utf-8")
             changed.append(relpath)
-    for relpath in TWINNED:
+    for relpath in files:
         orphan = root / twin_path(relpath)
         if orphan.is_file() and not (root / relpath).is_file():
             orphan.unlink()
