@@ -62,7 +62,7 @@ class ServerSettings(BaseSettings):
     )
 
     # --- Where to listen --------------------------------------------------------------------
-    HOST: str = Field(default="0.0.0.0", min_length=1, description="Address to bind.")
+    HOST: str = Field(default="0.0.0.0", min_length=1, description="Address to bind.")  # nosec B104 - a container listens on all its interfaces
     PORT: Annotated[int, Field(ge=1, le=65535)] = Field(
         default=8000, description="Port to bind (above 1024, so no privilege is needed)."
     )
@@ -130,7 +130,7 @@ class ServerSettings(BaseSettings):
 
     # --- Files the server writes (all must live on tmpfs in a read-only container) -------------
     WORKER_TMP_DIR: Path | None = Field(
-        default=Path("/dev/shm"),  # noqa: S108 - per-container tmpfs, gunicorn's own advice
+        default=Path("/dev/shm"),  # noqa: S108  # nosec B108 - per-container tmpfs
         description="Directory for worker heartbeat files. /dev/shm is memory-backed, so a "
         "busy disk never stalls heartbeats and a read-only root FS is fine.",
     )

@@ -55,12 +55,6 @@ def base_env() -> dict[str, str]:
     return {"APP_TAG": TAG, "COMPOSE_PROGRESS": "plain"}
 
 
-@pytest.fixture(scope="session")
-def images() -> None:
-    """Build both images once, as `docker compose up --build` would."""
-    docker("compose", "build", env=base_env(), timeout=900)
-
-
 def response(
     url: str,
     *,
@@ -198,3 +192,19 @@ def wait_healthy(container: str, timeout: float = 60) -> None:
         time.sleep(0.5)
     logs = docker("logs", container, check=False)
     raise AssertionError(f"{container} not healthy ({status}):\n{logs.stdout}\n{logs.stderr}")
+
+
+REPORT = ROOT / ".reports" / "reliability.json"
+
+
+@pytest.fixture(scope="session")
+def reliability_report() -> Iterator[dict[str, dict[str, object]]]:
+    """Scenario -> figures, written to .reports/reliability.json when the session ends (then
+    `python scripts/reliability_report.py` renders docs/reliability.md from it)."""
+    figures: dict[str, dict[str, object]] = {}
+    yield figures
+    if figures:
+        REPORT.parent.mkdir(exist_ok=True)
+        previous = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+        previous.update(figures)
+        REPORT.write_text(json.dumps(previous, indent=2, sort_keys=True) + "\n")

@@ -18,9 +18,6 @@ from typing import Any
 import pytest
 import yaml
 
-# The podman test runs the images the e2e suite builds; importing the fixture makes it one here.
-from tests.e2e.conftest import images
-
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ["dev", "production"]
@@ -29,8 +26,6 @@ OVERLAYS = ["dev", "production"]
 # gets a virtualenv of its own under .tools/ (git-ignored), made on first use.
 CHECKOV_VERSION = "3.3.30"
 CHECKOV_HOME = ROOT / ".tools" / "checkov"
-
-__all__ = ["images"]
 
 Manifest = dict[str, Any]
 

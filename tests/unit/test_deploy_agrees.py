@@ -101,3 +101,11 @@ def test_dockerfiles_are_hadolint_clean(dockerfile: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_nginx_never_retries_a_request_that_hung_a_worker_until_it_was_killed() -> None:
+    # Workers heartbeat every TIMEOUT/2, so the earliest kill of a blocked worker is TIMEOUT/2
+    # after the block began; nginx's retry window must close before then.
+    match = re.search(r"proxy_next_upstream_timeout (\d+)s;", nginx_template())
+    assert match
+    assert int(match.group(1)) < DEFAULTS.TIMEOUT / 2

@@ -1,0 +1,99 @@
+"""Render docs/reliability.md from the figures the reliability tests recorded.
+
+./scripts/test tests/e2e/test_reliability.py tests/e2e/test_edge_abuse.py
+python scripts/reliability_report.py        # reads .reports/reliability.json
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORT = ROOT / ".reports" / "reliability.json"
+DOC = ROOT / "docs" / "reliability.md"
+
+INTRO = """# Reliability: faults, abuse and load through the real stack
+
+Every row is an automated test in `tests/e2e/test_reliability.py` or
+`tests/e2e/test_edge_abuse.py` that runs against the compose stack (nginx + app containers, real
+Docker) and asserts the outcome; the figures are what that run measured. Loads are bounded and
+go to 127.0.0.1 only (nginx's published port, through docker-proxy). Absolute numbers from a
+2-core machine shared with the load generator are not a benchmark: read them as "failed
+requests" and "time to recover".
+
+Rerun: `./scripts/test tests/e2e/test_reliability.py tests/e2e/test_edge_abuse.py`, then
+`python scripts/reliability_report.py`.
+
+What these runs exposed, and what was done:
+
+- A reload or recycle reset about 1 request in 1,000: uvicorn closes connections it has just
+  accepted before their request arrives. The worker now keeps them for 0.5 s
+  (`app/server/worker.py`); SIGHUP, `max_requests` recycling and SIGKILLed workers then failed
+  no request.
+- A worker killed mid-request produced a 502 with a single upstream peer, because nginx retries
+  only on *another* peer. The upstream now lists the app twice (`max_fails=0`), so idempotent
+  requests are retried on a new connection; POSTs are never retried.
+- A request that blocks a worker would be retried onto the next worker and block it too; the
+  retry window (`proxy_next_upstream_timeout 10s`) is shorter than the earliest kill
+  (`TIMEOUT`/2 = 15 s), so it is answered 502 instead. Requests on new connections meanwhile
+  reach the other worker.
+- An nginx reload closes idle client keep-alive connections; clients retry such a GET once on a
+  new connection (counted as `stale_keepalive_retries`), as HTTP clients do.
+- With 200 connections on one app CPU the p99 is queueing (about 1.7 s in this run), not errors:
+  raise `APP_CPUS` or replicas for that concurrency.
+
+"""
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _order(name: str) -> tuple[int, str]:
+    match = re.match(r"(\d+)", name)
+    return (int(match.group(1)) if match else 99, name)
+
+
+def render(figures: dict[str, dict[str, object]]) -> str:
+    lines = [
+        INTRO,
+        f"Machine: {platform.machine()}, {_cpu_model()}.\n",
+        "| scenario | figures |",
+        "| --- | --- |",
+    ]
+    for scenario in sorted(figures, key=_order):
+        cells = "; ".join(f"{key} = {_cell(value)}" for key, value in figures[scenario].items())
+        lines.append(f"| {scenario} | {cells.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cores = Path("/proc/cpuinfo").read_text().count("processor\t:")
+                return f"{cores} x {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def main() -> int:
+    if not REPORT.exists():
+        print(f"no {REPORT.relative_to(ROOT)}: run the reliability tests first", file=sys.stderr)
+        return 1
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(render(json.loads(REPORT.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

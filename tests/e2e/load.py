@@ -1,0 +1,134 @@
+"""A bounded HTTP/1.1 load generator for the reliability tests: asyncio, keep-alive connections,
+no dependencies. Every run stops by itself at `duration` seconds or `max_requests`, whichever
+comes first, and counts each answer by status and each transport failure by kind.
+
+It is a test tool, not a benchmark: it measures whether requests fail, and latency roughly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoadResult:
+    sent: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    stale_retries: int = 0
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values()) + sum(
+            count for status, count in self.statuses.items() if status >= 500
+        )
+
+    def summary(self) -> dict[str, object]:
+        ordered = sorted(self.latencies)
+
+        def pct(p: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000, 1)
+
+        return {
+            "requests": self.sent,
+            "failed": self.failed,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "errors": dict(self.errors),
+            "stale_keepalive_retries": self.stale_retries,
+            "rps": round(self.sent / self.elapsed, 1) if self.elapsed else 0,
+            "p50_ms": pct(0.5) if ordered else None,
+            "p99_ms": pct(0.99) if ordered else None,
+            "mean_ms": round(statistics.fmean(ordered) * 1000, 1) if ordered else None,
+        }
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionResetError("closed before the status line")
+    status = int(status_line.split()[1])
+    length, close = 0, False
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+        elif name.lower() == "connection" and value.strip().lower() == "close":
+            close = True
+    await reader.readexactly(length)
+    return status, close
+
+
+async def _connection(
+    host: str, port: int, request: bytes, *, deadline: float, budget: list[int], result: LoadResult
+) -> None:
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    while time.monotonic() < deadline and budget[0] > 0:
+        budget[0] -= 1
+        result.sent += 1
+        started = time.monotonic()
+        reused = writer is not None
+        try:
+            if writer is None:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+            assert reader is not None
+            assert writer is not None
+            writer.write(request)
+            status, close = await asyncio.wait_for(_read_response(reader), 30)
+            result.statuses[status] += 1
+            result.latencies.append(time.monotonic() - started)
+            if close:
+                writer.close()
+                writer = None
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as error:
+            if writer is not None:
+                writer.close()
+            if reused and isinstance(error, ConnectionError | asyncio.IncompleteReadError):
+                # The server closed an idle keep-alive connection as we reused it (nginx does on
+                # reload). Like every HTTP client, retry this GET once on a new connection.
+                result.stale_retries += 1
+                writer = None
+                budget[0] += 1
+                result.sent -= 1
+                reused = False
+                continue
+            result.errors[type(error).__name__] += 1
+            writer = None
+    if writer is not None:
+        writer.close()
+
+
+async def _run(
+    url: str, path: str, connections: int, duration: float, max_requests: int
+) -> LoadResult:
+    host, port = url.removeprefix("http://").split(":")
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    result = LoadResult()
+    started = time.monotonic()
+    budget = [max_requests]
+    await asyncio.gather(
+        *(
+            _connection(
+                host, int(port), request, deadline=started + duration, budget=budget, result=result
+            )
+            for _ in range(connections)
+        )
+    )
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def run_load(
+    url: str, path: str, *, connections: int, duration: float, max_requests: int
+) -> LoadResult:
+    """Blocking: run the load and return what happened."""
+    return asyncio.run(_run(url, path, connections, duration, max_requests))

@@ -1,0 +1,302 @@
+"""Faults and load through the running compose stack (nginx + app): each scenario asserts what
+the template promises and records its figures for docs/reliability.md.
+
+Loads are bounded in requests and time and go to 127.0.0.1 only (nginx's published port).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Stack, docker
+from tests.e2e.load import LoadResult, run_load
+
+pytestmark = pytest.mark.e2e
+
+MiB = 1024 * 1024
+UNLIMITED_RATE = {"RATE_LIMIT": "100000r/s", "RATE_LIMIT_BURST": "100000"}
+
+
+def app_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    env_file = tmp_path / f"app-{len(list(tmp_path.glob('app-*.env')))}.env"
+    env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+    return {"APP_ENV_FILE": str(env_file)}
+
+
+def memory_bytes(container: str) -> int:
+    usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", container).stdout
+    amount, unit = re.match(r"([\d.]+)\s*([KMG]i?B|B)", usage.strip()).groups()  # type: ignore[union-attr]
+    scale = {
+        "B": 1,
+        "KiB": 1024,
+        "MiB": MiB,
+        "GiB": 1024 * MiB,
+        "kB": 1000,
+        "MB": 10**6,
+        "GB": 10**9,
+    }[unit]
+    return int(float(amount) * scale)
+
+
+def in_container_workers(container: str) -> list[int]:
+    """Worker pids as the container sees them (children of gunicorn, PID 1)."""
+    script = (
+        "import os\n"
+        "for p in os.listdir('/proc'):\n"
+        "    if p.isdigit():\n"
+        "        stat = open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()\n"
+        "        if stat[1] == '1': print(p)\n"
+    )
+    output = docker("exec", container, "python", "-c", script).stdout
+    return sorted(int(pid) for pid in output.split())
+
+
+def wait_for_workers(container: str, count: int, exclude: set[int], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = set(in_container_workers(container))
+        if len(workers) == count and not workers & exclude:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"workers did not come back to {count}: {in_container_workers(container)}")
+
+
+def background_load(
+    stack: Stack, path: str, *, connections: int, duration: float, max_requests: int
+) -> tuple[threading.Thread, dict[str, LoadResult]]:
+    holder: dict[str, LoadResult] = {}
+
+    def go() -> None:
+        holder["result"] = run_load(
+            stack.url, path, connections=connections, duration=duration, max_requests=max_requests
+        )
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    return thread, holder
+
+
+# --- Load and recovery -----------------------------------------------------------------------
+
+LOAD_SECONDS = float(os.environ.get("RELIABILITY_LOAD_SECONDS", "60"))
+
+
+def test_sustained_load_fails_nothing_and_memory_stays_flat(
+    stack_factory: Any, tmp_path: Path, reliability_report: dict[str, Any]
+) -> None:
+    # Recycling on: planned restarts under load must not fail a request either.
+    stack = stack_factory(
+        {
+            **UNLIMITED_RATE,
+            "APP_CPUS": "1",
+            **app_env(tmp_path, MAX_REQUESTS="5000", MAX_REQUESTS_JITTER="1000"),
+        }
+    ).up()
+    app = stack.container("app")
+    run_load(stack.url, "/api/demo/whoami", connections=50, duration=5, max_requests=20_000)
+    boots_before = stack.logs("app").count("Booting worker")
+    rss_before = memory_bytes(app)
+    result = run_load(
+        stack.url,
+        "/api/demo/whoami",
+        connections=200,
+        duration=LOAD_SECONDS,
+        max_requests=2_000_000,
+    )
+    rss_after = memory_bytes(app)
+    logs = stack.logs("app")
+    # Every worker booted during the load replaced one that reached MAX_REQUESTS; anything
+    # else (timeouts, kills, crashes) is unplanned.
+    recycled = logs.count("Booting worker") - boots_before
+    unplanned = sum(logs.count(sign) for sign in ("WORKER TIMEOUT", "SIGKILL", "exited with code"))
+    figures = {
+        **result.summary(),
+        "connections": 200,
+        "seconds": LOAD_SECONDS,
+        "container_memory_before_mib": round(rss_before / MiB, 1),
+        "container_memory_after_mib": round(rss_after / MiB, 1),
+        "planned_recycles": recycled,
+        "unplanned_worker_restarts": unplanned,
+    }
+    reliability_report["1. sustained load, 200 connections"] = figures
+    assert result.failed == 0, figures
+    assert set(result.statuses) == {200}, figures
+    assert unplanned == 0, figures
+    assert "WORKER TIMEOUT" not in logs
+    assert rss_after - rss_before < 64 * MiB, figures
+
+
+def test_sigkilled_worker_under_load_is_replaced_and_nginx_retries(
+    stack_factory: Any, reliability_report: dict[str, Any]
+) -> None:
+    stack = stack_factory({**UNLIMITED_RATE, "APP_CPUS": "2"}).up()
+    app = stack.container("app")
+    victim = in_container_workers(app)[0]
+    thread, holder = background_load(
+        stack, "/api/demo/wait?ms=20", connections=40, duration=12, max_requests=200_000
+    )
+    time.sleep(3)
+    killed_at = time.monotonic()
+    docker("exec", app, "python", "-c", f"import os; os.kill({victim}, 9)")
+    wait_for_workers(app, 2, exclude={victim})
+    replaced_after = time.monotonic() - killed_at
+    thread.join(60)
+    result = holder["result"]
+    figures = {**result.summary(), "worker_replaced_after_s": round(replaced_after, 2)}
+    reliability_report["2. worker SIGKILLed under load"] = figures
+    assert result.failed == 0, figures
+
+
+def test_worker_blocked_by_sync_code_is_killed_and_replaced(
+    stack_factory: Any, tmp_path: Path, reliability_report: dict[str, Any]
+) -> None:
+    # Default TIMEOUT (30s): a blocked worker is killed 15-30s in (heartbeats every TIMEOUT/2),
+    # after nginx's retry window (proxy_next_upstream_timeout 10s), so the request that hung a
+    # worker is not retried onto the other one, which it would hang too.
+    stack = stack_factory(
+        {**UNLIMITED_RATE, "APP_CPUS": "2", **app_env(tmp_path, FAULT_INJECTION_ENABLED="true")}
+    ).up()
+    app = stack.container("app")
+    before = set(in_container_workers(app))
+    blocked: dict[str, Any] = {}
+
+    def hang() -> None:
+        started = time.monotonic()
+        blocked["status"], _, blocked["body"] = stack.get("/api/demo/block?seconds=60", timeout=90)
+        blocked["took"] = time.monotonic() - started
+
+    thread = threading.Thread(target=hang)
+    thread.start()
+    time.sleep(1)
+    # Meanwhile the other worker serves new connections.
+    during = [stack.get("/api/demo/whoami", timeout=20)[0] for _ in range(20)]
+    thread.join(90)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        current = set(in_container_workers(app))
+        if len(current) == 2 and current != before:
+            break
+        time.sleep(0.2)
+    assert len(current) == 2, "the killed worker was replaced"
+    assert current != before, "the killed worker was replaced"
+    after = [stack.get("/api/demo/whoami")[0] for _ in range(10)]
+    logs = stack.logs("app")
+    figures = {
+        "blocked_request_status": blocked["status"],
+        "blocked_request_answered_after_s": round(blocked["took"], 1),
+        "requests_during_block": len(during),
+        "ok_during_block": during.count(200),
+        "worker_timeouts_logged": logs.count("WORKER TIMEOUT"),
+    }
+    reliability_report["3. worker blocked by sync code"] = figures
+    assert logs.count("WORKER TIMEOUT") == 1, figures
+    assert blocked["status"] == 502, figures
+    assert json.loads(blocked["body"]) == {"detail": "service unavailable, retry shortly"}
+    assert during.count(200) >= len(during) // 2, figures
+    assert after == [200] * 10
+
+
+def _poll_until_ok(stack: Stack, timeout: float) -> tuple[float, list[int], list[bytes]]:
+    """Poll through nginx until 200; the non-200 answers seen and how long it took."""
+    started = time.monotonic()
+    statuses: list[int] = []
+    bodies: list[bytes] = []
+    while time.monotonic() - started < timeout:
+        try:
+            status, _, body = stack.get("/api/demo/whoami", timeout=5)
+        except OSError:
+            status, body = 0, b""
+        if status == 200:
+            return time.monotonic() - started, statuses, bodies
+        statuses.append(status)
+        bodies.append(body)
+        time.sleep(0.1)
+    raise AssertionError(f"no 200 within {timeout}s: {statuses[-5:]}")
+
+
+def test_app_restart_and_crash_answer_json_errors_and_recover_without_nginx_restart(
+    stack: Stack, reliability_report: dict[str, Any]
+) -> None:
+    nginx_started = docker("inspect", "-f", "{{.State.StartedAt}}", stack.container("nginx")).stdout
+    restart = threading.Thread(target=lambda: stack.compose("restart", "app", timeout=120))
+    restart.start()
+    time.sleep(0.5)
+    recovered_restart, statuses_restart, bodies = _poll_until_ok(stack, 90)
+    restart.join(120)
+    for status, body in zip(statuses_restart, bodies, strict=True):
+        assert status in {502, 503, 504}, status
+        assert json.loads(body)["detail"], body
+
+    # A crash: the container's main process killed from outside, like the OOM killer does.
+    app = stack.container("app")
+    pid = int(docker("inspect", "-f", "{{.State.Pid}}", app).stdout)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.3)
+    recovered_crash, statuses_crash, bodies = _poll_until_ok(stack, 90)
+    for status, body in zip(statuses_crash, bodies, strict=True):
+        assert status in {502, 503, 504}, status
+        assert json.loads(body)["detail"], body
+    restarts = docker("inspect", "-f", "{{.RestartCount}}", app).stdout.strip()
+    assert restarts == "1", "the restart policy brought the crashed app back"
+    assert (
+        docker("inspect", "-f", "{{.State.StartedAt}}", stack.container("nginx")).stdout
+        == nginx_started
+    ), "nginx was not restarted"
+    reliability_report["4. app restarted / crashed"] = {
+        "restart_recovered_after_s": round(recovered_restart, 1),
+        "restart_error_answers": len(statuses_restart),
+        "crash_recovered_after_s": round(recovered_crash, 1),
+        "crash_error_answers": len(statuses_crash),
+    }
+
+
+def test_nginx_reload_under_load_fails_nothing(
+    stack_factory: Any, reliability_report: dict[str, Any]
+) -> None:
+    stack = stack_factory(UNLIMITED_RATE).up()
+    thread, holder = background_load(
+        stack, "/api/demo/whoami", connections=50, duration=10, max_requests=500_000
+    )
+    for _ in range(3):
+        time.sleep(2)
+        stack.compose("exec", "-T", "nginx", "nginx", "-s", "reload")
+    thread.join(60)
+    result = holder["result"]
+    reliability_report["5. nginx reload x3 under load"] = result.summary()
+    assert result.failed == 0, result.summary()
+
+
+def test_graceful_stop_finishes_inflight_requests_and_answers_new_ones_fast(
+    stack: Stack, reliability_report: dict[str, Any]
+) -> None:
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        inflight = [pool.submit(stack.get, "/api/demo/wait?ms=5000", timeout=30) for _ in range(10)]
+        time.sleep(1.5)
+        stopping = pool.submit(stack.compose, "stop", "app", timeout=60)
+        time.sleep(1)
+        started = time.monotonic()
+        status, _, body = stack.get("/api/demo/whoami", timeout=10)
+        new_answer_s = time.monotonic() - started
+        finished = [future.result(timeout=30)[0] for future in inflight]
+        stopping.result(timeout=60)
+    reliability_report["6. graceful stop with 10 in-flight 5s requests"] = {
+        "inflight_completed": finished.count(200),
+        "inflight": len(finished),
+        "new_request_status": status,
+        "new_request_answered_in_s": round(new_answer_s, 3),
+    }
+    assert finished == [200] * 10
+    # Either a draining worker still served it on an open connection, or nginx answered at once.
+    assert status in {200, 502, 503}
+    assert json.loads(body)
+    assert new_answer_s < 1.0
