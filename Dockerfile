@@ -1,6 +1,7 @@
 # The app image: gunicorn + UvicornWorker serving app/, as a non-root user on a read-only root.
 # Build:  docker build -t fastapi-service .     (base overridable: --build-arg PYTHON_IMAGE=...)
 ARG PYTHON_IMAGE=python:3.13-slim
+# checkov:skip=CKV_DOCKER_7: FROM uses the build argument above, whose default is a versioned tag
 
 # ---- build: locked dependencies into /opt/venv, then the code, all precompiled -----------------
 FROM ${PYTHON_IMAGE} AS build
