@@ -38,8 +38,8 @@ def test_dev_override_reloads_changed_source_and_logs_text(
     demo = project / "app" / "api" / "demo.py"
     demo.write_text(
         demo.read_text().replace(
-            'return {"pid": os.getpid(), "host": socket.gethostname()}',
-            'return {"pid": os.getpid(), "host": socket.gethostname(), "edited": 1}',
+            '"scheme": request.url.scheme,',
+            '"scheme": request.url.scheme, "edited": 1,',
         )
     )
     deadline = time.monotonic() + 60
