@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -238,6 +237,13 @@ def test_websocket_upgrade_passes_through_nginx(stack: Stack) -> None:
         assert socket.recv(timeout=10) == "hello through nginx"
 
 
+def _layers(image: str) -> list[str]:
+    layers: list[str] = json.loads(
+        docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", image).stdout
+    )
+    return layers
+
+
 def test_rebuild_after_an_app_change_reuses_the_dependency_layer(
     images: None, tmp_path: Path
 ) -> None:
@@ -250,19 +256,14 @@ def test_rebuild_after_an_app_change_reuses_the_dependency_layer(
     tag = "fastapi-service-app:e2e-rebuild"
     try:
         docker("build", "-t", tag, str(context), timeout=600)
+        before = _layers(tag)
         demo = context / "app" / "api" / "demo.py"
         demo.write_text(demo.read_text() + "\n# a one-line change\n")
-        rebuilt = subprocess.run(
-            ["docker", "buildx", "build", "--progress=plain", "--load", "-t", tag, str(context)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=True,
-        ).stderr
-        steps = [line for line in rebuilt.splitlines() if "uv sync" in line or "COPY app" in line]
-        sync_step = next(line for line in steps if "uv sync" in line).split()[0]
-        copy_step = next(line for line in steps if "COPY app" in line).split()[0]
-        assert f"{sync_step} CACHED" in rebuilt, rebuilt
-        assert f"{copy_step} CACHED" not in rebuilt, rebuilt
+        docker("build", "-t", tag, str(context), timeout=600)
+        after = _layers(tag)
+        # The runtime stage is the base's layers, then the venv layer, then the code.
+        venv = len(_layers("python:3.13-slim"))
+        assert after[: venv + 1] == before[: venv + 1], "the dependency (venv) layer was rebuilt"
+        assert after[venv + 1 :] != before[venv + 1 :], "the code layer should change"
     finally:
         docker("rmi", "-f", tag, check=False)
