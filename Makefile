@@ -1,5 +1,5 @@
 # Shortcuts; each target is one command you can also type yourself.
-.PHONY: up down test print-config dev
+.PHONY: up down test print-config dev bench bench-quick
 
 up:            ## the stack on one host: nginx -> app, at http://127.0.0.1:8080
 	docker compose up --build
@@ -15,3 +15,9 @@ test:          ## lint, type-check, unit, integration and end-to-end tests
 
 print-config:  ## what gunicorn would run with, from your environment
 	.venv/bin/python -m app.server.config
+
+bench:         ## the benchmark vs its peers (~20 min): .reports/bench/, docs/benchmarks.md
+	./scripts/bench
+
+bench-quick:   ## a one-minute smoke run of the benchmark (docs untouched)
+	./scripts/bench --quick
