@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "mode": "quick" if quick else "full",
             "machine": machine.describe(),
+            "source": machine.source(),
             "repetitions": reps,
             "seconds_per_point": seconds,
             "images": images.__dict__,

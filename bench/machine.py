@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench.docker import docker
+from bench.docker import ROOT, docker
 
 
 def describe() -> dict[str, Any]:
@@ -34,3 +35,35 @@ def describe() -> dict[str, Any]:
         "docker": version or "unknown",
         "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
     }
+
+
+def source() -> dict[str, Any]:
+    """The commit the images were built from, and what in their build context was not committed
+    (the image is built from the working tree)."""
+    revision = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        [
+            "git",
+            "status",
+            "--porcelain",
+            "--",
+            "app",
+            "gunicorn.conf.py",
+            "Dockerfile",
+            "pyproject.toml",
+            "uv.lock",
+            "deploy/nginx",
+            "bench",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.splitlines()
+    return {"revision": revision or "unknown", "uncommitted": [line[3:] for line in dirty]}
