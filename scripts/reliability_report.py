@@ -32,8 +32,17 @@ What these runs exposed, and what was done:
 
 - A reload or recycle reset about 1 request in 1,000: uvicorn closes connections it has just
   accepted before their request arrives. The worker now keeps them for 0.5 s
-  (`app/server/worker.py`); SIGHUP, `max_requests` recycling and SIGKILLed workers then failed
-  no request.
+  (`app/server/worker.py`); SIGHUP and SIGKILLed workers then failed no request.
+- `max_requests` recycling under load still failed about 1 request in 1,000-10,000 (13 x 502 in
+  121,805 in one CI run; 63 in 55,231 with recycling every ~500 requests; 1 POST in 100 when
+  POSTing). nginx's error log showed why: the stopping worker closed its *idle* keep-alive
+  connections, nginx had just written a request into one, read a reset or early EOF, retried on
+  another pooled connection to the same stopping worker, which failed the same way, and answered
+  502 (a POST is not retried at all). A stopping worker now retires each kept-alive connection
+  after answering one more request with `Connection: close`, and closes only connections left
+  unused for 0.5 s (`DrainingHttpToolsProtocol` in `app/server/worker.py`). Same load after the
+  fix: 0 failed in about 126,000 GETs and 0 in 34,000 POSTs. Scenario 1b (POSTs, which nginx
+  cannot retry, with frequent recycling) now guards it.
 - A worker killed mid-request produced a 502 with a single upstream peer, because nginx retries
   only on *another* peer. The upstream now lists the app twice (`max_fails=0`), so idempotent
   requests are retried on a new connection; POSTs are never retried.
@@ -43,9 +52,6 @@ What these runs exposed, and what was done:
   reach the other worker.
 - An nginx reload closes idle client keep-alive connections; clients retry such a GET once on a
   new connection (counted as `stale_keepalive_retries`), as HTTP clients do.
-- Open: in one CI run the 60 s, 200-connection load got 13 x 502 out of 121,805 requests
-  (0.01%) while workers were being recycled by `MAX_REQUESTS`; other runs had none. Not yet
-  explained; the test bounds failures at 0.05% so a regression shows, and the target stays 0.
 - With 200 connections on one app CPU the p99 is queueing (about 1.7 s in this run), not errors:
   raise `APP_CPUS` or replicas for that concurrency.
 

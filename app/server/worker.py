@@ -14,17 +14,45 @@ import sys
 from typing import Any, ClassVar
 
 from gunicorn.arbiter import Arbiter
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 from app import readiness
 
-# How long a stopping worker keeps connections it has already accepted before closing the idle
-# ones. uvicorn closes every connection without a request in progress at once, including one
-# accepted a moment ago whose request bytes are still in flight: that client sees a reset. On a
-# SIGHUP reload under load that was about 1 request in 1,000. Half a second lets those requests
-# arrive and be served; the listening socket is already closed, so no new work comes in.
-ACCEPTED_CONNECTION_GRACE_S = 0.5
+# How long a stopping worker keeps its idle keep-alive connections open, waiting for the request
+# the client may already be sending on them. uvicorn alone closes every idle connection at once
+# when it stops, and a proxy that reuses connections (nginx's upstream keepalive) has often just
+# written a request into one of them: it reads a reset or an early EOF, retries on another pooled
+# connection to the same stopping worker, which fails the same way, and answers 502. That was about
+# 1 request in 1,000 during max_requests recycling under load. During this grace every request
+# that arrives is served with `Connection: close`, so the client retires the connection itself
+# after a complete answer. Under load every pooled connection is used (and retired) within
+# milliseconds and the grace ends early; only connections nobody used for the whole grace are
+# closed by the server.
+IDLE_CONNECTION_GRACE_S = 0.5
+_GRACE_POLL_S = 0.02
+
+
+class DrainingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with a `begin_drain` that retires a connection gracefully:
+    after its current response, or after the next request's, instead of closing it idle."""
+
+    draining = False
+
+    def begin_drain(self) -> None:
+        self.draining = True
+        if not self.idle:
+            self.cycle.keep_alive = False
+
+    @property
+    def idle(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self.draining and self.cycle is not None:
+            self.cycle.keep_alive = False
 
 
 class DrainingServer(Server):
@@ -34,7 +62,16 @@ class DrainingServer(Server):
             server.close()
         for sock in sockets or []:
             sock.close()
-        await asyncio.sleep(ACCEPTED_CONNECTION_GRACE_S)
+        connections = self.server_state.connections
+        for connection in list(connections):
+            if isinstance(connection, DrainingHttpToolsProtocol):
+                connection.begin_drain()
+        deadline = asyncio.get_running_loop().time() + IDLE_CONNECTION_GRACE_S
+        while asyncio.get_running_loop().time() < deadline and any(
+            isinstance(c, DrainingHttpToolsProtocol) and c.idle for c in connections
+        ):
+            await asyncio.sleep(_GRACE_POLL_S)
+        # uvicorn's own shutdown: closes what is still idle, waits for requests in progress.
         await super().shutdown(sockets=sockets)
 
 
@@ -43,7 +80,8 @@ class Worker(UvicornWorker):  # type: ignore[misc]
         # Named, not "auto": a missing uvloop/httptools fails at boot instead of silently
         # running the slower pure-Python stack.
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools, through a subclass that retires keep-alive connections gracefully on stop.
+        "http": DrainingHttpToolsProtocol,
         # The access line comes from app.middleware (with route, duration, request id);
         # uvicorn's would be a second line per request.
         "access_log": False,

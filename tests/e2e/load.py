@@ -68,7 +68,14 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 
 
 async def _connection(
-    host: str, port: int, request: bytes, *, deadline: float, budget: list[int], result: LoadResult
+    host: str,
+    port: int,
+    request: bytes,
+    *,
+    retry_stale: bool,
+    deadline: float,
+    budget: list[int],
+    result: LoadResult,
 ) -> None:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
@@ -92,9 +99,11 @@ async def _connection(
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as error:
             if writer is not None:
                 writer.close()
-            if reused and isinstance(error, ConnectionError | asyncio.IncompleteReadError):
+            stale = reused and isinstance(error, ConnectionError | asyncio.IncompleteReadError)
+            if stale and retry_stale:
                 # The server closed an idle keep-alive connection as we reused it (nginx does on
-                # reload). Like every HTTP client, retry this GET once on a new connection.
+                # reload). Like every HTTP client, retry this GET once on a new connection; never
+                # a POST, which may have been processed.
                 result.stale_retries += 1
                 writer = None
                 budget[0] += 1
@@ -107,18 +116,40 @@ async def _connection(
         writer.close()
 
 
+def _request(host: str, path: str, json_body: bytes | None) -> bytes:
+    if json_body is None:
+        return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(json_body)}\r\n\r\n"
+    )
+    return head.encode() + json_body
+
+
 async def _run(
-    url: str, path: str, connections: int, duration: float, max_requests: int
+    url: str,
+    path: str,
+    *,
+    connections: int,
+    duration: float,
+    max_requests: int,
+    json_body: bytes | None,
 ) -> LoadResult:
     host, port = url.removeprefix("http://").split(":")
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    request = _request(host, path, json_body)
     result = LoadResult()
     started = time.monotonic()
     budget = [max_requests]
     await asyncio.gather(
         *(
             _connection(
-                host, int(port), request, deadline=started + duration, budget=budget, result=result
+                host,
+                int(port),
+                request,
+                retry_stale=json_body is None,
+                deadline=started + duration,
+                budget=budget,
+                result=result,
             )
             for _ in range(connections)
         )
@@ -128,7 +159,23 @@ async def _run(
 
 
 def run_load(
-    url: str, path: str, *, connections: int, duration: float, max_requests: int
+    url: str,
+    path: str,
+    *,
+    connections: int,
+    duration: float,
+    max_requests: int,
+    json_body: bytes | None = None,
 ) -> LoadResult:
-    """Blocking: run the load and return what happened."""
-    return asyncio.run(_run(url, path, connections, duration, max_requests))
+    """Blocking: run the load and return what happened. With `json_body`, every request is a
+    POST of it (never retried: a client cannot know whether a POST was processed)."""
+    return asyncio.run(
+        _run(
+            url,
+            path,
+            connections=connections,
+            duration=duration,
+            max_requests=max_requests,
+            json_body=json_body,
+        )
+    )
