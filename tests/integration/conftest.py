@@ -45,7 +45,13 @@ def children_of(pid: int) -> set[int]:
 class Gunicorn:
     """One gunicorn master with its workers, serving the app from this checkout."""
 
-    def __init__(self, tmp_path: Path, env: Mapping[str, str], prefix: list[str] | None = None):
+    def __init__(
+        self,
+        tmp_path: Path,
+        env: Mapping[str, str],
+        prefix: list[str] | None = None,
+        suffix: list[str] | None = None,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"gunicorn-{self.port}.log"
@@ -55,8 +61,9 @@ class Gunicorn:
             "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"metrics-{self.port}"),
             **env,
         }
-        # The launcher the image runs: validates, then exec()s gunicorn -c gunicorn.conf.py.
-        self.command = [*(prefix or []), sys.executable, "-m", "app.server"]
+        # The launcher the image runs: validates, then exec()s gunicorn -c gunicorn.conf.py
+        # (`suffix`: extra gunicorn arguments, such as another app to serve).
+        self.command = [*(prefix or []), sys.executable, "-m", "app.server", *(suffix or [])]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Gunicorn:

@@ -307,3 +307,21 @@ def test_text_log_format_for_development(gunicorn: type[Gunicorn], tmp_path: Pat
     [line] = [line for line in server.log().splitlines() if "text-line-1234" in line]
     assert "app.access: GET /api/items 200 request_id=text-line-1234" in line
     assert not line.startswith("{")
+
+
+def test_workers_really_run_uvloop_and_the_draining_httptools_protocol(
+    gunicorn: type[Gunicorn], tmp_path: Path
+) -> None:
+    # The production config, serving the app wrapped by a probe that reports the live loop and
+    # protocol classes (a config that only names them could still fall back silently).
+    server = gunicorn(
+        tmp_path,
+        {"WEB_CONCURRENCY": "1"},
+        suffix=["tests.integration.runtime_probe:create_app()"],
+    ).start()
+    server.wait_ready(workers=1)
+    report = httpx.get(f"{server.url}/_runtime").json()
+    assert report == {
+        "loop": "uvloop.Loop",
+        "protocol": "app.server.worker.DrainingHttpToolsProtocol",
+    }
