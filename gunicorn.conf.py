@@ -77,6 +77,11 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     )
 
 
+def pre_fork(server, worker):  # type: ignore[no-untyped-def]
+    # With PRELOAD: the preloaded app's objects stay shared with the workers (gc.freeze).
+    hooks.freeze_before_fork(_settings.PRELOAD)
+
+
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     hooks.mark_worker_dead(worker.pid)
 

@@ -3,6 +3,7 @@ importable and testable. All of it runs in the master process."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -48,6 +49,16 @@ def mark_worker_dead(pid: int) -> None:
     """A dead worker's live gauges must stop counting (its counters still add up)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def freeze_before_fork(preload: bool) -> None:
+    """With PRELOAD the app's objects live in the master and reach the workers as shared
+    copy-on-write pages. A worker's cyclic garbage collector writes to the header of every object
+    it visits, which copies those pages one by one into each worker; gc.freeze() moves everything
+    that exists now into a permanent generation the collector never visits, so they stay shared
+    (docs/benchmarks.md, memory). Without PRELOAD the master holds little: nothing to keep."""
+    if preload:
+        gc.freeze()
 
 
 def log_startup(log: logging.Logger, record: dict[str, object], json_format: bool) -> None:

@@ -3,11 +3,14 @@ knows (gunicorn ignores an unknown name in a config file without a word)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from app.server.hooks import freeze_before_fork
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +49,7 @@ def inspect_conf(tmp_path: Path, env: dict[str, str]) -> dict[str, object]:
 def test_every_exported_name_is_a_gunicorn_setting(tmp_path: Path) -> None:
     inspected = inspect_conf(tmp_path, {})
     assert inspected["unknown"] == []
-    assert inspected["hooks"] == ["child_exit", "on_exit", "on_starting"]
+    assert inspected["hooks"] == ["child_exit", "on_exit", "on_starting", "pre_fork"]
 
 
 def test_exported_values_are_the_decided_ones(tmp_path: Path) -> None:
@@ -72,3 +75,13 @@ def test_readme_configuration_table_matches_the_settings_models() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_preload_freezes_the_masters_objects_before_fork_and_only_then() -> None:
+    try:
+        freeze_before_fork(preload=False)
+        assert gc.get_freeze_count() == 0
+        freeze_before_fork(preload=True)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
