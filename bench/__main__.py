@@ -19,9 +19,9 @@ from typing import Any
 
 from bench import machine, measure, plots
 from bench.docker import ROOT, Run, docker
-from bench.variants import VARIANTS, Budget, Images
+from bench.variants import DIAGNOSTICS, VARIANTS, Budget, Images
 
-SECTIONS = ("throughput", "quota", "memory", "cold_start", "images", "disruption")
+SECTIONS = ("throughput", "diagnose", "quota", "memory", "cold_start", "images", "disruption")
 FULL_POINTS: list[measure.Point] = [("json", 8), ("json", 64), ("json", 256), ("body", 64),
                                     ("io", 64)]  # fmt: skip
 QUICK_POINTS: list[measure.Point] = [("json", 16), ("json", 128), ("body", 32), ("io", 32)]
@@ -70,7 +70,7 @@ def build_images(args: argparse.Namespace, sections: list[str], names: list[str]
            timeout=900)  # fmt: skip
     peers = f"{stem}-bench-peers:latest"
     need_peers = any(not VARIANTS[name].is_template for name in names) and "throughput" in sections
-    if need_peers or {"cold_start", "images"} & set(sections):
+    if need_peers or {"diagnose", "cold_start", "images"} & set(sections):
         log("building the peers image")
         for target, tag in (("peers", peers), ("tiangolo", f"{stem}-bench-tiangolo:latest")):
             docker("build", "-q", "-f", "bench/Dockerfile.peers", "--target", target, "-t", tag,
@@ -136,6 +136,14 @@ def main(argv: list[str] | None = None) -> int:
             began = time.monotonic()
             if section == "throughput":
                 results[section] = measure.throughput(ctx, names, points)
+            elif section == "diagnose":
+                results[section] = measure.diagnose(ctx, [("json", 32)])
+                results["meta"]["variants"].update(
+                    {
+                        v.name: {"label": v.label, "description": v.description}
+                        for v in DIAGNOSTICS.values()
+                    }
+                )
             elif section == "quota":
                 results[section] = measure.quota(ctx, [("json", 64), ("io", 64)])
             elif section == "memory":

@@ -24,6 +24,7 @@ from bench.docker import ROOT, Run, docker, wait_for
 from bench.variants import (
     APP_PORT,
     BASELINE,
+    DIAGNOSTICS,
     VARIANTS,
     Budget,
     Images,
@@ -172,6 +173,14 @@ def throughput(ctx: Context, names: Sequence[str], points: Sequence[Point]) -> d
     variants = [VARIANTS[name] for name in names]
     baseline = BASELINE if BASELINE in names else names[0]
     return load_matrix(ctx, variants=variants, points=points, budget=ctx.budget, baseline=baseline)
+
+
+def diagnose(ctx: Context, points: Sequence[Point]) -> dict[str, Any]:
+    """Where the template loses: one change at a time (access log, metrics mode), same run."""
+    variants = list(DIAGNOSTICS.values())
+    return load_matrix(
+        ctx, variants=variants, points=points, budget=ctx.budget, baseline="diag-template"
+    )
 
 
 def quota(ctx: Context, points: Sequence[Point]) -> dict[str, Any]:

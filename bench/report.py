@@ -211,6 +211,17 @@ def render(results: dict[str, Any], before: dict[str, Any] | None) -> str:  # no
                     ["point", "peer", "req/s, template / peer", "p99, template / peer"], table
                 )
 
+    if "diagnose" in results:
+        out += [
+            "## Why: one change at a time",
+            "",
+            "The template and uvicorn with their access lines off, uvicorn with the template's "
+            "multiprocess metrics, and gunicorn's own worker; ratios to the template (direct) in "
+            "the same repetition.",
+            "",
+        ]
+        out += _load_table(results, results["diagnose"])
+
     if "quota" in results:
         section = results["quota"]
         out += [

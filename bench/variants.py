@@ -9,7 +9,7 @@ except tiangolo's configuration, which computes its own from the host's CPU coun
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bench.docker import Run
 
@@ -173,6 +173,46 @@ VARIANTS: dict[str, Variant] = {
 }
 
 BASELINE = "template-nginx-tcp"
+
+# Why the template loses where it does: the same servers with one thing changed, measured side by
+# side (section "diagnose"). Not peers a user would pick; not in the main tables.
+DIAGNOSTICS: dict[str, Variant] = {
+    variant.name: variant
+    for variant in (
+        replace(VARIANTS["template-direct"], name="diag-template", label="template, direct"),
+        replace(
+            VARIANTS["template-direct"],
+            name="diag-template-no-access-log",
+            label="template, ACCESS_LOG=false",
+            description="the template without its JSON access line per request",
+            env={"ACCESS_LOG": "false"},
+        ),
+        replace(VARIANTS["uvicorn"], name="diag-uvicorn", label="uvicorn (access log on)"),
+        replace(
+            VARIANTS["uvicorn"],
+            name="diag-uvicorn-no-access-log",
+            label="uvicorn --no-access-log",
+            description="uvicorn without its access line",
+            command=(*(VARIANTS["uvicorn"].command or ()), "--no-access-log"),
+        ),
+        replace(
+            VARIANTS["uvicorn"],
+            name="diag-uvicorn-multiproc-metrics",
+            label="uvicorn + multiprocess metrics",
+            description="uvicorn with PROMETHEUS_MULTIPROC_DIR set, as the template runs the app "
+            "(metrics in shared mmap files instead of process memory)",
+            command=(
+                "sh",
+                "-c",
+                'mkdir -p "$PROMETHEUS_MULTIPROC_DIR" && exec "$@"',
+                "uvicorn",
+                *(VARIANTS["uvicorn"].command or ()),
+            ),
+            env={"PROMETHEUS_MULTIPROC_DIR": "/tmp/prometheus"},
+        ),
+        replace(VARIANTS["gunicorn-asgi"], name="diag-gunicorn-asgi"),
+    )
+}
 
 
 @dataclass
