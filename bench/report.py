@@ -109,8 +109,71 @@ def _template_vs_peers(results: dict[str, Any], template: str) -> list[list[str]
     return table
 
 
+def _after(results: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """A later run of some sections, after the template changed: the diagnosis, and memory."""
+    meta = after["meta"]
+    out = [
+        "## After the changes: why the template loses, and memory with gc.freeze",
+        "",
+        f"A later run ({meta['started']}, {meta['mode']} mode, {meta['repetitions']} "
+        f"repetitions, {meta['seconds_per_point']:g} s per point, images from "
+        f"{meta['source']['revision']}; docs/bench/after.json) of the sections below only.",
+        "",
+    ]
+    if "diagnose" in after:
+        out += [
+            "### One change at a time",
+            "",
+            "The template and uvicorn with their access lines off, uvicorn with the template's "
+            "multiprocess metrics, and gunicorn's own worker; ratios to the template (direct) in "
+            "the same repetition.",
+            "",
+        ]
+        out += _load_table(after, after["diagnose"])
+    if "memory" in after and "memory" in results:
+        out += [
+            "### PRELOAD with gc.freeze() before each fork",
+            "",
+            "Same measurement as section 4; before = the main run above, after = this run "
+            "(memory is deterministic enough to compare across runs). MiB, medians.",
+            "",
+        ]
+        old = {(r["workers"], r["preload"]): r for r in results["memory"]["rows"]}
+        rows = []
+        for row in after["memory"]["rows"]:
+            was = old.get((row["workers"], row["preload"]))
+            if was is None:
+                continue
+            rows.append(
+                [
+                    str(row["workers"]),
+                    "yes" if row["preload"] else "no",
+                    f"{was['worker_uss_mib']['median']:.1f}",
+                    f"{row['worker_uss_mib']['median']:.1f}",
+                    f"{was['total_pss_mib']['median']:.1f}",
+                    f"{row['total_pss_mib']['median']:.1f}",
+                    f"{row['total_pss_mib']['median'] / was['total_pss_mib']['median']:.2f}x",
+                ]
+            )
+        out += _table(
+            [
+                "workers",
+                "preload",
+                "USS/worker before",
+                "after",
+                "total PSS before",
+                "after",
+                "after / before",
+            ],
+            rows,
+        )
+    return out
+
+
 # One page, section after section, each guarded by whether the run measured it.
-def render(results: dict[str, Any], before: dict[str, Any] | None) -> str:  # noqa: PLR0912, PLR0915
+def render(  # noqa: PLR0912, PLR0915
+    results: dict[str, Any], before: dict[str, Any] | None, after: dict[str, Any] | None = None
+) -> str:
     meta = results["meta"]
     machine = meta["machine"]
     out: list[str] = [
@@ -210,17 +273,6 @@ def render(results: dict[str, Any], before: dict[str, Any] | None) -> str:  # no
                 out += _table(
                     ["point", "peer", "req/s, template / peer", "p99, template / peer"], table
                 )
-
-    if "diagnose" in results:
-        out += [
-            "## Why: one change at a time",
-            "",
-            "The template and uvicorn with their access lines off, uvicorn with the template's "
-            "multiprocess metrics, and gunicorn's own worker; ratios to the template (direct) in "
-            "the same repetition.",
-            "",
-        ]
-        out += _load_table(results, results["diagnose"])
 
     if "quota" in results:
         section = results["quota"]
@@ -387,6 +439,12 @@ def render(results: dict[str, Any], before: dict[str, Any] | None) -> str:  # no
             ["point", "peer", "req/s ratio before", "after", "p99 ratio before", "after"], changes
         )
 
+    if after is not None:
+        out += _after(results, after)
+    elif "diagnose" in results:
+        out += ["## Why the template loses: one change at a time", ""]
+        out += _load_table(results, results["diagnose"])
+
     if ANALYSIS.exists():
         out += [ANALYSIS.read_text().strip(), ""]
     notes = meta.get("notes") or []
@@ -395,10 +453,20 @@ def render(results: dict[str, Any], before: dict[str, Any] | None) -> str:  # no
     return "\n".join(out).rstrip() + "\n"
 
 
+def _publish(results: dict[str, Any], path: Path) -> None:
+    """The results beside the page, without the local image names: they carry the project's
+    name, which a Copier copy renames (and a copy publishes its own run anyway)."""
+    meta = {key: value for key, value in results["meta"].items() if key != "images"}
+    path.write_text(json.dumps({**results, "meta": meta}, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
     parser.add_argument("--results", type=Path, default=ROOT / ".reports/bench/results.json")
     parser.add_argument("--before", type=Path, default=ASSETS / "before.json")
+    parser.add_argument(
+        "--after", type=Path, default=None, help="a later run of some sections (after changes)"
+    )
     parser.add_argument("--out", type=Path, default=DOCS / "benchmarks.md")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     results = json.loads(args.results.read_text())
@@ -408,10 +476,13 @@ def main(argv: list[str] | None = None) -> int:
     ASSETS.mkdir(parents=True, exist_ok=True)
     for png in args.results.parent.glob("*.png"):
         shutil.copy2(png, ASSETS / png.name)
-    if args.results.resolve() != (ASSETS / "results.json").resolve():
-        shutil.copy2(args.results, ASSETS / "results.json")
+    _publish(results, ASSETS / "results.json")
     before = json.loads(args.before.read_text()) if args.before.exists() else None
-    args.out.write_text(render(results, before))
+    # Only when asked: a fresh full run measures the diagnosis and memory itself.
+    after = json.loads(args.after.read_text()) if args.after else None
+    if after is not None:
+        _publish(after, ASSETS / "after.json")
+    args.out.write_text(render(results, before, after))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
