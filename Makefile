@@ -19,5 +19,5 @@ print-config:  ## what gunicorn would run with, from your environment
 bench:         ## the benchmark vs its peers (~20 min): .reports/bench/, docs/benchmarks.md
 	./scripts/bench
 
-bench-quick:   ## a one-minute smoke run of the benchmark (docs untouched)
+bench-quick:   ## a short smoke run of every section (docs untouched)
 	./scripts/bench --quick

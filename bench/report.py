@@ -203,7 +203,7 @@ def render(  # noqa: PLR0912, PLR0915
         "",
         "```sh",
         "make bench            # = ./scripts/bench: python -m bench, then python -m bench.report",
-        "make bench-quick      # a one-minute smoke run; the page is left alone",
+        "make bench-quick      # a short smoke run (1 repetition, 2 s points); page left alone",
         "```",
         "",
         "## Setup",
