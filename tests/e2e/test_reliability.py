@@ -290,6 +290,42 @@ def test_app_restart_and_crash_answer_json_errors_and_recover_without_nginx_rest
     }
 
 
+def test_nginx_follows_the_app_scaled_up_and_down_under_load_without_a_restart(
+    stack_factory: Any, reliability_report: dict[str, Any]
+) -> None:
+    # nginx resolves `app` when it loads its config; the image's follow-upstream-dns loop reloads
+    # it when the name's addresses change. Without it a replica added later never gets traffic,
+    # and a removed one keeps getting requests that wait for its address to answer.
+    stack = stack_factory(UNLIMITED_RATE).up()
+    nginx = stack.container("nginx")
+    nginx_started = docker("inspect", "-f", "{{.State.StartedAt}}", nginx).stdout
+    thread, holder = background_load(
+        stack, "/api/demo/whoami", connections=20, duration=30, max_requests=1_000_000
+    )
+    time.sleep(3)
+    scaled_at = time.monotonic()
+    stack.compose("up", "-d", "--no-build", "--wait", "--scale", "app=2", timeout=120)
+    hosts: set[str] = set()
+    while len(hosts) < 2 and time.monotonic() - scaled_at < 30:
+        status, _, body = stack.get("/api/demo/whoami")
+        if status == 200:
+            hosts.add(json.loads(body)["host"])
+    both_serving_after = time.monotonic() - scaled_at
+    stack.compose("up", "-d", "--no-build", "--wait", "--scale", "app=1", timeout=120)
+    thread.join(60)
+    result = holder["result"]
+    figures = {
+        **result.summary(),
+        "second_replica_serving_after_s": round(both_serving_after, 1),
+        "nginx_reloads": stack.logs("nginx").count("follow-upstream-dns:"),
+    }
+    reliability_report["4b. app scaled 1 -> 2 -> 1 under load"] = figures
+    assert len(hosts) == 2, figures
+    assert result.failed == 0, figures
+    assert figures["nginx_reloads"] == 2, figures
+    assert docker("inspect", "-f", "{{.State.StartedAt}}", nginx).stdout == nginx_started
+
+
 def test_nginx_reload_under_load_fails_nothing(
     stack_factory: Any, reliability_report: dict[str, Any]
 ) -> None:
