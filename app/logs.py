@@ -35,7 +35,7 @@ class RequestIdFilter(logging.Filter):
 
 
 def logging_config(
-    level: str, fmt: Literal["json", "text"], access_log: bool = True
+    level: str, fmt: Literal["json", "text"], access_log: bool = False
 ) -> dict[str, Any]:
     """A `logging.config.dictConfig` dict: every logger that matters, one handler, one format."""
     level = level.upper()

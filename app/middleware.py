@@ -4,7 +4,8 @@ responses and costs a task per request).
 RequestContext: takes the X-Request-ID nginx generated (or the client's, if well-formed), else
 makes one; puts it in the log context and on the response. Then times the request, counts it
 for Prometheus by route *template* (so `/api/items/1` and `/api/items/2` are one series and a
-scan of random paths cannot explode the label set), and writes the access line.
+scan of random paths cannot explode the label set), and writes the access line: for every
+request with ACCESS_LOG on, for server errors (500+, at WARNING) always.
 """
 
 from __future__ import annotations
@@ -73,8 +74,12 @@ class RequestContextMiddleware:
             method = scope["method"]
             metrics.REQUESTS.labels(method, route, str(status)).inc()
             metrics.LATENCY.labels(method, route).observe(duration)
-            if not (status < 400 and route in QUIET_WHEN_OK):
-                access_log.info(
+            # Server errors always; other answers when ACCESS_LOG is on (probes only failing).
+            level = logging.WARNING if status >= 500 else logging.INFO
+            quiet = status < 400 and route in QUIET_WHEN_OK
+            if not quiet and access_log.isEnabledFor(level):
+                access_log.log(
+                    level,
                     "%s %s %s",
                     method,
                     scope["path"],

@@ -179,13 +179,17 @@ BASELINE = "template-nginx-tcp"
 DIAGNOSTICS: dict[str, Variant] = {
     variant.name: variant
     for variant in (
-        replace(VARIANTS["template-direct"], name="diag-template", label="template, direct"),
         replace(
             VARIANTS["template-direct"],
-            name="diag-template-no-access-log",
-            label="template, ACCESS_LOG=false",
-            description="the template without its JSON access line per request",
-            env={"ACCESS_LOG": "false"},
+            name="diag-template",
+            label="template, direct (ACCESS_LOG off, the default)",
+        ),
+        replace(
+            VARIANTS["template-direct"],
+            name="diag-template-access-log",
+            label="template, ACCESS_LOG=true (the default before)",
+            description="the template with its JSON access line per request",
+            env={"ACCESS_LOG": "true"},
         ),
         replace(VARIANTS["uvicorn"], name="diag-uvicorn", label="uvicorn (access log on)"),
         replace(

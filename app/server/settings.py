@@ -118,7 +118,13 @@ class ServerSettings(BaseSettings):
         default="json",
         description="`json` (one object per line, for collectors) or `text` (development).",
     )
-    ACCESS_LOG: bool = Field(default=True, description="Log one line per request.")
+    ACCESS_LOG: bool = Field(
+        default=False,
+        description="Have the app log one line per request (route template, duration in the "
+        "app, client address). Off: nginx in front logs every request with the same request "
+        "id, and a second line per request costs about a quarter of a small endpoint's "
+        "throughput (docs/benchmarks.md). Answers of 500 and above are logged either way.",
+    )
 
     # --- Proxies ----------------------------------------------------------------------------
     FORWARDED_ALLOW_IPS: str = Field(

@@ -136,12 +136,24 @@ def unique_subnet() -> str:
 
 
 @pytest.fixture
-def stack_factory(images: None, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """Make stacks with extra env; every stack made is taken down, even when the test fails."""
+def stack_factory(
+    images: None, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """Make stacks with extra compose env and app settings (written to the app's env file);
+    every stack made is taken down, even when the test fails."""
     made: list[Stack] = []
 
-    def make(env: Mapping[str, str] | None = None, files: list[str] | None = None) -> Stack:
+    def make(
+        env: Mapping[str, str] | None = None,
+        files: list[str] | None = None,
+        app_settings: Mapping[str, str] | None = None,
+    ) -> Stack:
         short = request.node.name.split("[")[0].removeprefix("test_")[:20].replace("_", "-")
+        settings_env = {}
+        if app_settings:
+            env_file = tmp_path_factory.mktemp("app-env") / "app.env"
+            env_file.write_text("".join(f"{k}={v}\n" for k, v in app_settings.items()))
+            settings_env["APP_ENV_FILE"] = str(env_file)
         stack = Stack(
             name=f"tpl-{short}-{uuid.uuid4().hex[:6]}",
             env={
@@ -149,6 +161,7 @@ def stack_factory(images: None, request: pytest.FixtureRequest) -> Iterator[Any]
                 "HTTP_BIND": "127.0.0.1",
                 "HTTP_PORT": "0",
                 "BACKEND_SUBNET": unique_subnet(),
+                **settings_env,
                 **(env or {}),
             },
             files=files or ["docker-compose.yml"],

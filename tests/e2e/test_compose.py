@@ -28,7 +28,9 @@ PERMISSION_COMPLAINTS = (
 )
 
 
-def test_request_through_nginx_reaches_the_app_with_a_request_id(stack: Stack) -> None:
+def test_request_through_nginx_reaches_the_app_with_a_request_id(stack_factory: Any) -> None:
+    # The app's access line on (ACCESS_LOG), to see the id the app received.
+    stack = stack_factory(app_settings={"ACCESS_LOG": "true"}).up()
     status, headers, body = stack.get("/api/demo/whoami")
     assert status == 200
     assert "pid" in json.loads(body)
@@ -131,7 +133,8 @@ def test_scaled_app_replicas_all_receive_requests(stack_factory: Any) -> None:
     assert len(hosts) == 3
 
 
-def test_forged_forwarded_for_is_not_the_logged_client_ip(stack: Stack) -> None:
+def test_forged_forwarded_for_is_not_the_logged_client_ip(stack_factory: Any) -> None:
+    stack = stack_factory(app_settings={"ACCESS_LOG": "true"}).up()
     forged = "203.0.113.66"
     status, headers, _ = stack.get(
         "/api/demo/whoami",

@@ -43,7 +43,11 @@ def app_paths(stack: Stack) -> list[str]:
 
 @pytest.fixture
 def edge(stack_factory: Any) -> Stack:
-    made: Stack = stack_factory({"RATE_LIMIT": "100000r/s", "RATE_LIMIT_BURST": "100000"}).up()
+    # The app's access line on: these tests check what reached the app, and what it logged.
+    made: Stack = stack_factory(
+        {"RATE_LIMIT": "100000r/s", "RATE_LIMIT_BURST": "100000"},
+        app_settings={"ACCESS_LOG": "true"},
+    ).up()
     return made
 
 

@@ -268,7 +268,10 @@ def test_print_config_shows_the_effective_config_without_starting() -> None:
 def test_client_ip_comes_from_forwarded_for_only_from_trusted_proxies(
     gunicorn: type[Gunicorn], tmp_path: Path, trusted: str, expected_client: str
 ) -> None:
-    server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "1", "FORWARDED_ALLOW_IPS": trusted}).start()
+    server = gunicorn(
+        tmp_path,
+        {"WEB_CONCURRENCY": "1", "FORWARDED_ALLOW_IPS": trusted, "ACCESS_LOG": "true"},
+    ).start()
     server.wait_ready(workers=1)
     response = httpx.get(
         f"{server.url}/api/demo/whoami",
@@ -289,7 +292,7 @@ def test_client_ip_comes_from_forwarded_for_only_from_trusted_proxies(
 def test_every_log_line_is_json_and_access_is_logged_once(
     gunicorn: type[Gunicorn], tmp_path: Path
 ) -> None:
-    server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "1"}).start()
+    server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "1", "ACCESS_LOG": "true"}).start()
     server.wait_ready(workers=1)
     httpx.get(f"{server.url}/api/demo/whoami", headers={"X-Request-ID": "once-only-1234"})
     time.sleep(0.2)
@@ -299,8 +302,22 @@ def test_every_log_line_is_json_and_access_is_logged_once(
     assert not any("Control server error" in line for line in lines)
 
 
+def test_by_default_only_server_errors_get_an_app_access_line(
+    gunicorn: type[Gunicorn], tmp_path: Path
+) -> None:
+    # nginx logs every request; the app adds a line only for answers of 500 and above.
+    server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "1"}).start()
+    server.wait_ready(workers=1)
+    ok = httpx.get(f"{server.url}/api/demo/whoami", headers={"X-Request-ID": "quiet-ok-1234"})
+    assert ok.status_code == 200
+    time.sleep(0.2)
+    assert not [r for r in server.log_records() if r.get("request_id") == "quiet-ok-1234"]
+
+
 def test_text_log_format_for_development(gunicorn: type[Gunicorn], tmp_path: Path) -> None:
-    server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "1", "LOG_FORMAT": "text"}).start()
+    server = gunicorn(
+        tmp_path, {"WEB_CONCURRENCY": "1", "LOG_FORMAT": "text", "ACCESS_LOG": "true"}
+    ).start()
     server.wait_ready(workers=1)
     httpx.get(f"{server.url}/api/items", headers={"X-Request-ID": "text-line-1234"})
     time.sleep(0.2)

@@ -113,6 +113,28 @@ def test_access_line_has_route_status_duration_client_and_request_id(
     assert fields["request_id"] == "req-12345678"
 
 
+def test_with_access_log_off_only_server_errors_are_logged(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken() -> None:
+        raise RuntimeError("boom")
+
+    app.add_api_route("/broken", broken)
+    # ACCESS_LOG=false leaves the access logger at WARNING (app.logs.logging_config).
+    with (
+        caplog.at_level(logging.WARNING, logger=ACCESS_LOGGER),
+        TestClient(app, raise_server_exceptions=False) as started,
+    ):
+        assert started.get(app.url_path_for("list_items")).status_code == 200
+        assert started.get("/broken").status_code == 500
+    logged = [
+        (r.levelno, r.__dict__["path"], r.__dict__["status"])
+        for r in caplog.records
+        if r.name == ACCESS_LOGGER
+    ]
+    assert logged == [(logging.WARNING, "/broken", 500)]
+
+
 def _counter(metrics_text: str, route: str, status: str) -> float:
     for line in metrics_text.splitlines():
         if (
