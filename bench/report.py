@@ -109,6 +109,41 @@ def _template_vs_peers(results: dict[str, Any], template: str) -> list[list[str]
     return table
 
 
+def _memory_change(was_run: dict[str, Any], now_run: dict[str, Any]) -> list[str]:
+    """Section 4's memory, one run against another: USS per worker and total PSS."""
+    out: list[str] = []
+    old = {(r["workers"], r["preload"]): r for r in was_run["memory"]["rows"]}
+    rows = []
+    for row in now_run["memory"]["rows"]:
+        was = old.get((row["workers"], row["preload"]))
+        if was is None:
+            continue
+        rows.append(
+            [
+                str(row["workers"]),
+                "yes" if row["preload"] else "no",
+                f"{was['worker_uss_mib']['median']:.1f}",
+                f"{row['worker_uss_mib']['median']:.1f}",
+                f"{was['total_pss_mib']['median']:.1f}",
+                f"{row['total_pss_mib']['median']:.1f}",
+                f"{row['total_pss_mib']['median'] / was['total_pss_mib']['median']:.2f}x",
+            ]
+        )
+    out += _table(
+        [
+            "workers",
+            "preload",
+            "USS/worker before",
+            "after",
+            "total PSS before",
+            "after",
+            "after / before",
+        ],
+        rows,
+    )
+    return out
+
+
 def _after(results: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """A later run of some sections, after the template changed: the diagnosis, and memory."""
     meta = after["meta"]
@@ -138,35 +173,7 @@ def _after(results: dict[str, Any], after: dict[str, Any]) -> list[str]:
             "(memory is deterministic enough to compare across runs). MiB, medians.",
             "",
         ]
-        old = {(r["workers"], r["preload"]): r for r in results["memory"]["rows"]}
-        rows = []
-        for row in after["memory"]["rows"]:
-            was = old.get((row["workers"], row["preload"]))
-            if was is None:
-                continue
-            rows.append(
-                [
-                    str(row["workers"]),
-                    "yes" if row["preload"] else "no",
-                    f"{was['worker_uss_mib']['median']:.1f}",
-                    f"{row['worker_uss_mib']['median']:.1f}",
-                    f"{was['total_pss_mib']['median']:.1f}",
-                    f"{row['total_pss_mib']['median']:.1f}",
-                    f"{row['total_pss_mib']['median'] / was['total_pss_mib']['median']:.2f}x",
-                ]
-            )
-        out += _table(
-            [
-                "workers",
-                "preload",
-                "USS/worker before",
-                "after",
-                "total PSS before",
-                "after",
-                "after / before",
-            ],
-            rows,
-        )
+        out += _memory_change(results, after)
     return out
 
 
@@ -438,6 +445,16 @@ def render(  # noqa: PLR0912, PLR0915
         out += _table(
             ["point", "peer", "req/s ratio before", "after", "p99 ratio before", "after"], changes
         )
+        if "memory" in before and "memory" in results:
+            out += [
+                "",
+                "### Memory: PRELOAD with gc.freeze() before each fork",
+                "",
+                "Section 4's measurement; before = docs/bench/before.json (no gc.freeze), after "
+                "= this page's run (memory is steady enough to compare across runs). MiB, medians.",
+                "",
+            ]
+            out += _memory_change(before, results)
 
     if after is not None:
         out += _after(results, after)

@@ -46,6 +46,13 @@ What these runs exposed, and what was done:
 - A worker killed mid-request produced a 502 with a single upstream peer, because nginx retries
   only on *another* peer. The upstream now lists the app twice (`max_fails=0`), so idempotent
   requests are retried on a new connection; POSTs are never retried.
+- nginx resolved `app` once, at start: a replica added later (`--scale app=2`) never got a
+  request, a replaced container's new address was never used (the benchmark's
+  `docker compose up -d` replacement failed 20% of requests), and a removed replica's address
+  kept getting connects that waited out the 5 s connect timeout. The nginx image now re-resolves
+  the name every second and reloads gracefully when it changes
+  (`deploy/nginx/docker-entrypoint.d/40-follow-upstream-dns.sh`; nginx 1.27.3+ could do it with
+  `resolve`), and the connect timeout is 2 s. Scenario 4b scales 1 -> 2 -> 1 under load.
 - A request that blocks a worker would be retried onto the next worker and block it too; the
   retry window (`proxy_next_upstream_timeout 10s`) is shorter than the earliest kill
   (`TIMEOUT`/2 = 15 s), so it is answered 502 instead. Requests on new connections meanwhile
