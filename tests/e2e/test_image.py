@@ -183,3 +183,17 @@ def test_nginx_config_is_valid_in_the_image_and_gixy_clean(images: None, tmp_pat
     )
     assert report.returncode == 0, report.stdout + report.stderr
     assert "No issues found" in report.stdout
+
+
+def test_nginx_refuses_a_bad_dns_interval_with_one_line(images: None) -> None:
+    result = docker(
+        "run", "--rm", "--read-only", "--tmpfs", "/tmp",
+        "--tmpfs", "/etc/nginx/conf.d:uid=101,gid=101",
+        "-e", "UPSTREAM_DNS_INTERVAL=soon", NGINX_IMAGE,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert (
+        "invalid configuration: UPSTREAM_DNS_INTERVAL='soon': give seconds, e.g. 1 or 0.5"
+        in result.stderr
+    )

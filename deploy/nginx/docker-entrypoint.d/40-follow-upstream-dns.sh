@@ -10,6 +10,14 @@
 # APP_UPSTREAM is an address (127.0.0.1:8000 in the Kubernetes pod) or a unix socket.
 set -eu
 
+interval=${UPSTREAM_DNS_INTERVAL:-1}
+case $interval in
+    '' | *[!0-9.]* | .* | *.*.*)
+        echo "invalid configuration: UPSTREAM_DNS_INTERVAL='$interval': give seconds, e.g. 1 or 0.5" >&2
+        exit 2
+        ;;
+esac
+
 upstream=${APP_UPSTREAM:-app:8000}
 case $upstream in
     unix:*) exit 0 ;;
@@ -20,7 +28,6 @@ case $host in
     *[!0-9.]*) ;;         # a name: follow it
     *) exit 0 ;;          # IPv4 address
 esac
-interval=${UPSTREAM_DNS_INTERVAL:-1}
 
 addresses() {
     getent ahosts "$host" 2>/dev/null | awk '{ print $1 }' | sort -u | tr '\n' ' '
