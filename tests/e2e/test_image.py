@@ -194,6 +194,6 @@ def test_nginx_refuses_a_bad_dns_interval_with_one_line(images: None) -> None:
     )  # fmt: skip
     assert result.returncode != 0
     assert (
-        "invalid configuration: UPSTREAM_DNS_INTERVAL='soon': give seconds, e.g. 1 or 0.5"
+        "invalid configuration: UPSTREAM_DNS_INTERVAL='soon': give seconds above 0, e.g. 1 or 0.5"
         in result.stderr
     )

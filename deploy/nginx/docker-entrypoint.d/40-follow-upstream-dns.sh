@@ -11,9 +11,14 @@
 set -eu
 
 interval=${UPSTREAM_DNS_INTERVAL:-1}
+# Seconds, above zero (0 would poll DNS in a busy loop).
 case $interval in
-    '' | *[!0-9.]* | .* | *.*.*)
-        echo "invalid configuration: UPSTREAM_DNS_INTERVAL='$interval': give seconds, e.g. 1 or 0.5" >&2
+    '' | *[!0-9.]* | .* | *.*.*) interval_ok=false ;;
+    *) interval_ok=$(awk -v seconds="$interval" 'BEGIN { print (seconds + 0 > 0) ? "true" : "false" }') ;;
+esac
+case $interval_ok in
+    false)
+        echo "invalid configuration: UPSTREAM_DNS_INTERVAL='$interval': give seconds above 0, e.g. 1 or 0.5" >&2
         exit 2
         ;;
 esac
