@@ -62,6 +62,9 @@ class Variant:
         return self.command is None
 
 
+# uvicorn, fastapi run and granian spell these alike: all interfaces, the app port, N workers.
+LISTEN = ("--host", "0.0.0.0", "--port", str(APP_PORT), "--workers", "{n}")
+
 TEMPLATE_HARDENING = [
     # As docker-compose.yml runs it: read-only root, /tmp on tmpfs, no capabilities.
     "--read-only", "--tmpfs", "/tmp:size=64m", "--cap-drop", "ALL",
@@ -104,34 +107,14 @@ VARIANTS: dict[str, Variant] = {
             "uvicorn --workers",
             "uvicorn --workers N (its defaults: uvloop + httptools when installed, access log on)",
             "direct",
-            command=(
-                "uvicorn",
-                "--factory",
-                FACTORY,
-                "--host",
-                "0.0.0.0",
-                "--port",
-                str(APP_PORT),
-                "--workers",
-                "{n}",
-            ),
+            command=("uvicorn", "--factory", FACTORY, *LISTEN),
         ),
         Variant(
             "fastapi-run",
             "fastapi run",
             "fastapi run --workers N (fastapi-cli: uvicorn underneath, access log on)",
             "direct",
-            command=(
-                "fastapi",
-                "run",
-                "asgi_app.py",
-                "--host",
-                "0.0.0.0",
-                "--port",
-                str(APP_PORT),
-                "--workers",
-                "{n}",
-            ),
+            command=("fastapi", "run", "asgi_app.py", *LISTEN),
         ),
         Variant(
             "gunicorn-asgi",
@@ -155,19 +138,7 @@ VARIANTS: dict[str, Variant] = {
             "granian --interface asgi --workers N (Rust HTTP server; access log off by default): "
             "the ceiling reference",
             "direct",
-            command=(
-                "granian",
-                "--interface",
-                "asgi",
-                "--factory",
-                "--host",
-                "0.0.0.0",
-                "--port",
-                str(APP_PORT),
-                "--workers",
-                "{n}",
-                FACTORY,
-            ),
+            command=("granian", "--interface", "asgi", "--factory", *LISTEN, FACTORY),
         ),
     )
 }

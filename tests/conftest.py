@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import base_env, docker
+from bench.docker import docker
+from tests.e2e.conftest import base_env
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, TAG, docker
+from bench.docker import docker
+from tests.e2e.conftest import ROOT, TAG
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import secrets
 import subprocess
 import time
@@ -20,35 +19,16 @@ from typing import Any
 
 import pytest
 
+# One way to call Docker for the tests and the benchmark harness: output captured, a failure
+# raised with the command and both streams.
+from bench.docker import docker
+
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "e2e"
 APP_IMAGE = f"fastapi-service-app:{TAG}"
 NGINX_IMAGE = f"fastapi-service-nginx:{TAG}"
 
 pytestmark = pytest.mark.e2e
-
-
-def docker(
-    *args: str,
-    timeout: float = 300,
-    check: bool = True,
-    env: Mapping[str, str] | None = None,
-    cwd: Path = ROOT,
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["docker", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"docker {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-        )
-    return result
 
 
 def base_env() -> dict[str, str]:

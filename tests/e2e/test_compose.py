@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect as websocket_connect
 
-from tests.e2e.conftest import ROOT, Stack, docker, gunicorn_workers, response
+from bench.docker import docker
+from tests.e2e.conftest import ROOT, Stack, gunicorn_workers, response
 
 pytestmark = pytest.mark.e2e
 
@@ -176,12 +177,8 @@ def test_idle_gaps_longer_than_gunicorn_keepalive_cause_no_502(stack: Stack) -> 
     assert '"status":502' not in stack.logs("nginx")
 
 
-def test_invalid_env_var_stops_the_app_with_the_named_message(
-    stack_factory: Any, tmp_path: Path
-) -> None:
-    env_file = tmp_path / "app.env"
-    env_file.write_text("WEB_CONCURRENCY=lots\n")
-    stack = stack_factory({"APP_ENV_FILE": str(env_file)})
+def test_invalid_env_var_stops_the_app_with_the_named_message(stack_factory: Any) -> None:
+    stack = stack_factory(app_settings={"WEB_CONCURRENCY": "lots"})
     up = stack.compose("up", "-d", "--no-build", "--wait", check=False, timeout=120)
     assert up.returncode != 0
     app = stack.container("app")

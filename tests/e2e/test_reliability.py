@@ -13,24 +13,18 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Stack, docker
+from bench.docker import docker
+from tests.e2e.conftest import Stack
 from tests.e2e.load import LoadResult, run_load
 
 pytestmark = pytest.mark.e2e
 
 MiB = 1024 * 1024
 UNLIMITED_RATE = {"RATE_LIMIT": "100000r/s", "RATE_LIMIT_BURST": "100000"}
-
-
-def app_env(tmp_path: Path, **settings: str) -> dict[str, str]:
-    env_file = tmp_path / f"app-{len(list(tmp_path.glob('app-*.env')))}.env"
-    env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
-    return {"APP_ENV_FILE": str(env_file)}
 
 
 def memory_bytes(container: str) -> int:
@@ -92,15 +86,12 @@ LOAD_SECONDS = float(os.environ.get("RELIABILITY_LOAD_SECONDS", "60"))
 
 
 def test_sustained_load_fails_nothing_and_memory_stays_flat(
-    stack_factory: Any, tmp_path: Path, reliability_report: dict[str, Any]
+    stack_factory: Any, reliability_report: dict[str, Any]
 ) -> None:
     # Recycling on: planned restarts under load must not fail a request either.
     stack = stack_factory(
-        {
-            **UNLIMITED_RATE,
-            "APP_CPUS": "1",
-            **app_env(tmp_path, MAX_REQUESTS="5000", MAX_REQUESTS_JITTER="1000"),
-        }
+        {**UNLIMITED_RATE, "APP_CPUS": "1"},
+        app_settings={"MAX_REQUESTS": "5000", "MAX_REQUESTS_JITTER": "1000"},
     ).up()
     app = stack.container("app")
     run_load(stack.url, "/api/demo/whoami", connections=50, duration=5, max_requests=20_000)
@@ -136,17 +127,14 @@ def test_sustained_load_fails_nothing_and_memory_stays_flat(
 
 
 def test_worker_recycling_under_post_load_fails_no_request(
-    stack_factory: Any, tmp_path: Path, reliability_report: dict[str, Any]
+    stack_factory: Any, reliability_report: dict[str, Any]
 ) -> None:
     # nginx never retries a POST it has sent, so this fails if a recycled worker closes a kept-alive
     # connection nginx has just written a request into (it did, 1 in ~1,000, before
     # app.server.worker.DrainingHttpToolsProtocol). A low MAX_REQUESTS recycles often.
     stack = stack_factory(
-        {
-            **UNLIMITED_RATE,
-            "APP_CPUS": "2",
-            **app_env(tmp_path, MAX_REQUESTS="400", MAX_REQUESTS_JITTER="100"),
-        }
+        {**UNLIMITED_RATE, "APP_CPUS": "2"},
+        app_settings={"MAX_REQUESTS": "400", "MAX_REQUESTS_JITTER": "100"},
     ).up()
     boots_before = stack.logs("app").count("Booting worker")
     body = json.dumps({"name": "widget", "price": 9.5, "tags": ["a", "b"]}).encode()
@@ -188,13 +176,13 @@ def test_sigkilled_worker_under_load_is_replaced_and_nginx_retries(
 
 
 def test_worker_blocked_by_sync_code_is_killed_and_replaced(
-    stack_factory: Any, tmp_path: Path, reliability_report: dict[str, Any]
+    stack_factory: Any, reliability_report: dict[str, Any]
 ) -> None:
     # Default TIMEOUT (30s): a blocked worker is killed 15-30s in (heartbeats every TIMEOUT/2),
     # after nginx's retry window (proxy_next_upstream_timeout 10s), so the request that hung a
     # worker is not retried onto the other one, which it would hang too.
     stack = stack_factory(
-        {**UNLIMITED_RATE, "APP_CPUS": "2", **app_env(tmp_path, FAULT_INJECTION_ENABLED="true")}
+        {**UNLIMITED_RATE, "APP_CPUS": "2"}, app_settings={"FAULT_INJECTION_ENABLED": "true"}
     ).up()
     app = stack.container("app")
     before = set(in_container_workers(app))
