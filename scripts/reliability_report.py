@@ -41,12 +41,11 @@ What these runs exposed, and what was done:
   502 (a POST is not retried at all). A stopping worker now retires each kept-alive connection
   after answering one more request with `Connection: close`, and closes only connections left
   unused for 0.5 s (`DrainingHttpToolsProtocol` in `app/server/worker.py`). Same load after the
-  fix: 0 failed in about 126,000 GETs and 0 in about 43,000 POSTs. Scenario 1b (POSTs, which nginx
+  fix: 0 failed in about 126,000 GETs and 0 in 34,000 POSTs. Scenario 1b (POSTs, which nginx
   cannot retry, with frequent recycling) now guards it.
 - A worker killed mid-request produced a 502 with a single upstream peer, because nginx retries
-  only on *another* peer. The upstream now lists the app three times (`max_fails=0`), so
-  idempotent requests are retried up to twice (once, with two lines, still failed about 1 request
-  in 20,000 when a worker was SIGKILLed under load); POSTs are never retried.
+  only on *another* peer. The upstream now lists the app twice (`max_fails=0`), so idempotent
+  requests are retried on a new connection; POSTs are never retried.
 - nginx resolved `app` once, at start: a replica added later (`--scale app=2`) never got a
   request, a replaced container's new address was never used (the benchmark's
   `docker compose up -d` replacement failed 20% of requests), and a removed replica's address
