@@ -43,9 +43,16 @@ What these runs exposed, and what was done:
   unused for 0.5 s (`DrainingHttpToolsProtocol` in `app/server/worker.py`). Same load after the
   fix: 0 failed in about 126,000 GETs and 0 in 34,000 POSTs. Scenario 1b (POSTs, which nginx
   cannot retry, with frequent recycling) now guards it.
-- A worker killed mid-request produced a 502 with a single upstream peer, because nginx retries
-  only on *another* peer. The upstream now lists the app twice (`max_fails=0`), so idempotent
-  requests are retried on a new connection; POSTs are never retried.
+- A worker killed mid-request produced a 502 with a single upstream peer and a small connection
+  pool; listing the app twice fixed that, but then one CI run in three had a 502 when a worker
+  was SIGKILLed. nginx's error log showed why: the retry took a pooled connection to the same
+  dead worker whose close nginx had not yet processed, failed, and two failures used up both
+  peers ("no live upstreams"). nginx gives a failed pooled connection its try back but keeps a
+  per-request list of tried peers, except when the upstream is one address listed once. The
+  upstream now lists the app once and pools up to 256 connections per nginx worker, so requests
+  in flight are on pooled connections, whose failures are retried until one works. 15 SIGKILLs
+  each at 40/100/200 connections: 24/24/13 failed before, 0/0/4 after (the 4: requests on
+  connections opened at that moment, which nginx does not retry with one peer).
 - nginx resolved `app` once, at start: a replica added later (`--scale app=2`) never got a
   request, a replaced container's new address was never used (the benchmark's
   `docker compose up -d` replacement failed 20% of requests), and a removed replica's address

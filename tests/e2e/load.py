@@ -23,6 +23,15 @@ class LoadResult:
     elapsed: float = 0.0
     stale_retries: int = 0
 
+    def add(self, other: LoadResult) -> None:
+        """Count another run's requests in this one (several rounds, one total)."""
+        self.sent += other.sent
+        self.statuses.update(other.statuses)
+        self.errors.update(other.errors)
+        self.latencies.extend(other.latencies)
+        self.elapsed += other.elapsed
+        self.stale_retries += other.stale_retries
+
     @property
     def failed(self) -> int:
         return sum(self.errors.values()) + sum(

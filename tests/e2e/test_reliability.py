@@ -83,6 +83,7 @@ def background_load(
 # --- Load and recovery -----------------------------------------------------------------------
 
 LOAD_SECONDS = float(os.environ.get("RELIABILITY_LOAD_SECONDS", "60"))
+KILL_ROUNDS = 10
 
 
 def test_sustained_load_fails_nothing_and_memory_stays_flat(
@@ -157,22 +158,29 @@ def test_worker_recycling_under_post_load_fails_no_request(
 def test_sigkilled_worker_under_load_is_replaced_and_nginx_retries(
     stack_factory: Any, reliability_report: dict[str, Any]
 ) -> None:
+    # Several rounds, each a new load with a kill 2 s in: one kill met nginx's pooled-connection
+    # race (see the upstream in deploy/nginx) in about one CI run in three; rounds like these
+    # failed 24 requests in 15 kills with the upstream listed twice.
     stack = stack_factory({**UNLIMITED_RATE, "APP_CPUS": "2"}).up()
     app = stack.container("app")
-    victim = in_container_workers(app)[0]
-    thread, holder = background_load(
-        stack, "/api/demo/wait?ms=20", connections=40, duration=12, max_requests=200_000
-    )
-    time.sleep(3)
-    killed_at = time.monotonic()
-    docker("exec", app, "python", "-c", f"import os; os.kill({victim}, 9)")
-    wait_for_workers(app, 2, exclude={victim})
-    replaced_after = time.monotonic() - killed_at
-    thread.join(60)
-    result = holder["result"]
-    figures = {**result.summary(), "worker_replaced_after_s": round(replaced_after, 2)}
+    total = LoadResult()
+    replaced_after: list[float] = []
+    for round_ in range(KILL_ROUNDS):
+        thread, holder = background_load(
+            stack, "/api/demo/wait?ms=20", connections=40, duration=5, max_requests=100_000
+        )
+        time.sleep(2)
+        victim = in_container_workers(app)[round_ % 2]
+        killed_at = time.monotonic()
+        docker("exec", app, "python", "-c", f"import os; os.kill({victim}, 9)")
+        assert thread.is_alive(), "the kill happened under load"
+        wait_for_workers(app, 2, exclude={victim})
+        replaced_after.append(round(time.monotonic() - killed_at, 2))
+        thread.join(60)
+        total.add(holder["result"])
+    figures = {**total.summary(), "workers_killed": KILL_ROUNDS, "replaced_after_s": replaced_after}
     reliability_report["2. worker SIGKILLed under load"] = figures
-    assert result.failed == 0, figures
+    assert total.failed == 0, figures
 
 
 def test_worker_blocked_by_sync_code_is_killed_and_replaced(
