@@ -66,8 +66,9 @@ What these runs exposed, and what was done:
   reach the other worker.
 - An nginx reload closes idle client keep-alive connections; clients retry such a GET once on a
   new connection (counted as `stale_keepalive_retries`), as HTTP clients do.
-- With 200 connections on one app CPU the p99 is queueing (about 1.7 s in this run), not errors:
-  raise `APP_CPUS` or replicas for that concurrency.
+- With 200 connections on one app CPU the p99 in row 1 is queueing, not errors: raise
+  `APP_CPUS` or replicas for that concurrency. (It was 1.8 s with the 32-connection upstream
+  pool and 0.5 s in the first run with 256; one run each, so not a measured effect.)
 
 """
 
