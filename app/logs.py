@@ -34,9 +34,7 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def logging_config(
-    level: str, fmt: Literal["json", "text"], access_log: bool = False
-) -> dict[str, Any]:
+def logging_config(level: str, fmt: Literal["json", "text"], *, access_log: bool) -> dict[str, Any]:
     """A `logging.config.dictConfig` dict: every logger that matters, one handler, one format."""
     level = level.upper()
     formatter: dict[str, Any]

@@ -128,7 +128,7 @@ def gunicorn_settings(settings: ServerSettings, plan: WorkerPlan) -> dict[str, A
         "accesslog": None,
         "errorlog": "-",
         "logconfig_dict": logging_config(
-            settings.LOG_LEVEL, settings.LOG_FORMAT, settings.ACCESS_LOG
+            settings.LOG_LEVEL, settings.LOG_FORMAT, access_log=settings.ACCESS_LOG
         ),
         **control,
     }

@@ -12,16 +12,10 @@ set -eu
 
 interval=${UPSTREAM_DNS_INTERVAL:-1}
 # Seconds, above zero (0 would poll DNS in a busy loop).
-case $interval in
-    '' | *[!0-9.]* | .* | *.*.*) interval_ok=false ;;
-    *) interval_ok=$(awk -v seconds="$interval" 'BEGIN { print (seconds + 0 > 0) ? "true" : "false" }') ;;
-esac
-case $interval_ok in
-    false)
-        echo "invalid configuration: UPSTREAM_DNS_INTERVAL='$interval': give seconds above 0, e.g. 1 or 0.5" >&2
-        exit 2
-        ;;
-esac
+if ! awk -v seconds="$interval" 'BEGIN { exit !(seconds ~ /^[0-9]+(\.[0-9]*)?$/ && seconds + 0 > 0) }'; then
+    echo "invalid configuration: UPSTREAM_DNS_INTERVAL='$interval': give seconds above 0, e.g. 1 or 0.5" >&2
+    exit 2
+fi
 
 upstream=${APP_UPSTREAM:-app:8000}
 case $upstream in
