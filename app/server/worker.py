@@ -3,7 +3,8 @@
 CONFIG_KWARGS is uvicorn-worker's documented extension point; these go to uvicorn.Config.
 `_serve` is re-stated (uvicorn-worker is pinned exactly, and the SIGHUP test guards this) only to
 use a uvicorn Server that drains more carefully (`DrainingServer`) and to let gunicorn's
-`alive = False` reach it (--reload).
+`alive = False` reach it (--reload). `load_wsgi` is re-stated so that, with --reload, a syntax
+error in the app is answered by an ASGI app (gunicorn's stand-in is WSGI).
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+import traceback
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from gunicorn.arbiter import Arbiter
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
@@ -75,6 +79,37 @@ class DrainingServer(Server):
         await super().shutdown(sockets=sockets)
 
 
+def syntax_error_summary(error: SyntaxError) -> str:
+    """One line with what a developer needs: the message, the full path and the line."""
+    return f"SyntaxError: {error.msg} ({error.filename or '<unknown file>'}, line {error.lineno})"
+
+
+def syntax_error_app(error: SyntaxError, log: Callable[..., None]) -> ASGIApp:
+    """What a --reload worker serves while the app does not compile: 500 to every request, with
+    the summary and the offending line as the body, and the summary logged for each, until the
+    next save restarts the worker. (The import chain is in the log, once.)"""
+    summary = syntax_error_summary(error)
+    body = f"{summary}\n\n{''.join(traceback.format_exception_only(error))}".encode()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            # Nothing to open or close; answering keeps uvicorn from logging a lifespan error.
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        log("%s %s 500: %s", scope.get("method", "WEBSOCKET"), scope["path"], summary)
+        if scope["type"] == "http":
+            headers = [(b"content-type", b"text/plain; charset=utf-8")]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        else:  # a websocket: refused (1011: the server cannot fulfil the request)
+            await send({"type": "websocket.close", "code": 1011})
+
+    return app
+
+
 class Worker(UvicornWorker):  # type: ignore[misc]
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         # Named, not "auto": a missing uvloop/httptools fails at boot instead of silently
@@ -104,6 +139,21 @@ class Worker(UvicornWorker):  # type: ignore[misc]
         self._alive = value
         if not value and self._server is not None:
             self._server.should_exit = True
+
+    def load_wsgi(self) -> None:
+        try:
+            self.wsgi = self.app.wsgi()
+        except SyntaxError as error:
+            if not self.cfg.reload:
+                raise
+            # As gunicorn does: the reloader also watches the file that failed (no module has it
+            # yet), so saving it again restarts this worker; the traceback goes to the log.
+            if self.reloader is not None and error.filename is not None:
+                self.reloader.add_extra_file(error.filename)
+            self.log.exception(
+                "%s; answering 500 until the file is saved again", syntax_error_summary(error)
+            )
+            self.wsgi = syntax_error_app(error, self.log.error)
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi

@@ -1,0 +1,105 @@
+"""--reload as the development override runs it: real gunicorn on a temp copy of the project, so
+the tests can edit source and save syntax errors without touching the checkout."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import time
+from pathlib import Path
+
+from tests.integration.conftest import ROOT, Gunicorn
+
+# The line of app/api/demo.py the tests edit: a field of /api/demo/whoami's answer.
+ANCHOR = '"scheme": request.url.scheme,'
+
+
+def project_copy(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "gunicorn.conf.py", project)
+    shutil.copytree(ROOT / "app", project / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    return project
+
+
+def reloading_server(gunicorn: type[Gunicorn], tmp_path: Path, project: Path) -> Gunicorn:
+    # The launcher run from the copy (its own app/ and gunicorn.conf.py), as in the override.
+    server = gunicorn(
+        tmp_path,
+        {"WEB_CONCURRENCY": "1", "LOG_FORMAT": "text"},
+        prefix=["env", f"--chdir={project}"],
+        suffix=["--reload"],
+    ).start()
+    server.wait_ready(workers=1)
+    return server
+
+
+def get_once(url: str, path: str) -> tuple[int, bytes]:
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        connection.request("GET", path, headers={"Connection": "close"})
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    finally:
+        connection.close()
+
+
+def wait_for_answer(server: Gunicorn, status: int, marker: bytes, timeout: float = 20) -> bytes:
+    """Poll /api/demo/whoami until it answers `status` with `marker` in the body."""
+    deadline = time.monotonic() + timeout
+    seen: tuple[int, bytes] = (0, b"")
+    while time.monotonic() < deadline:
+        try:
+            seen = get_once(server.url, "/api/demo/whoami")
+        except OSError as error:
+            seen = (0, repr(error).encode())
+        if seen[0] == status and marker in seen[1]:
+            return seen[1]
+        time.sleep(0.05)
+    raise AssertionError(f"no {status} with {marker!r} in {timeout}s; last {seen}:\n{server.log()}")
+
+
+def test_an_edit_under_app_is_served_after_the_reload(
+    gunicorn: type[Gunicorn], tmp_path: Path
+) -> None:
+    project = project_copy(tmp_path)
+    server = reloading_server(gunicorn, tmp_path, project)
+    demo = project / "app" / "api" / "demo.py"
+    demo.write_text(demo.read_text().replace(ANCHOR, f'{ANCHOR} "edited": 1,'))
+    body = wait_for_answer(server, 200, b'"edited":1')
+    assert json.loads(body)["edited"] == 1
+
+
+def test_a_syntax_error_is_served_with_its_file_and_line_until_the_next_save_fixes_it(
+    gunicorn: type[Gunicorn], tmp_path: Path
+) -> None:
+    project = project_copy(tmp_path)
+    server = reloading_server(gunicorn, tmp_path, project)
+    demo = project / "app" / "api" / "demo.py"
+    source = demo.read_text()
+    line = source.splitlines().index(next(x for x in source.splitlines() if ANCHOR in x)) + 1
+
+    demo.write_text(source.replace(ANCHOR, f"{ANCHOR},"))
+    # The developer's answer, from the worker that could not import the app: which file, which
+    # line, what is wrong (gunicorn's own fail app is WSGI and would raise a TypeError here).
+    body = wait_for_answer(server, 500, b"SyntaxError").decode()
+    summary = body.splitlines()[0]
+    assert summary == f"SyntaxError: invalid syntax ({demo}, line {line})", body
+    # ...and the offending line, as Python prints it.
+    assert f"{ANCHOR},\n" in body, body
+    # The log has the traceback once, and the summary as its last line after each request.
+    assert get_once(server.url, "/api/items")[0] == 500
+    time.sleep(0.2)
+    log = server.log()
+    assert log.count("Traceback (most recent call last)") == 1, log
+    assert log.rstrip().splitlines()[-1].endswith(f"GET /api/items 500: {summary}"), log
+    assert "TypeError" not in log
+
+    # The next save recovers: the reloader watches the file that failed, the worker restarts.
+    demo.write_text(source.replace(ANCHOR, f'{ANCHOR} "fixed": 1,'))
+    body = wait_for_answer(server, 200, b'"fixed":1').decode()
+    assert json.loads(body)["fixed"] == 1
+    assert server.process is not None
+    assert server.process.poll() is None
