@@ -42,10 +42,31 @@ def test_compose_stop_grace_period_outlasts_gunicorn_graceful_timeout() -> None:
     assert grace >= DEFAULTS.GRACEFUL_TIMEOUT + 5
 
 
+def upstream_blocks(config: str) -> dict[str, str]:
+    """Each `upstream NAME { ... }` block's body (upstream blocks hold no nested braces)."""
+    return dict(re.findall(r"^\s*upstream\s+(\S+)\s*\{(.*?)^\s*\}", config, re.S | re.M))
+
+
 def test_nginx_closes_idle_upstream_connections_before_gunicorn_does() -> None:
-    match = re.search(r"upstream app \{.*?keepalive_timeout (\d+)s;", nginx_template(), re.S)
-    assert match, "the upstream block sets keepalive_timeout"
-    assert int(match.group(1)) < DEFAULTS.KEEP_ALIVE
+    # nginx 1.29.7+ keeps connections to every upstream alive by default, for 60 s: longer than
+    # gunicorn's KEEP_ALIVE. So each upstream must say its own, shorter, idle time.
+    config = nginx_template()
+    blocks = upstream_blocks(config)
+    assert blocks, "the template defines its upstreams"
+    opened = re.findall(r"^\s*upstream\s", config, re.M)
+    assert len(blocks) == len(opened), "every upstream block was read"
+    for name, body in blocks.items():
+        match = re.search(r"^\s*keepalive_timeout (\d+)s;", body, re.M)
+        assert match, f"upstream {name} sets keepalive_timeout"
+        assert int(match.group(1)) < DEFAULTS.KEEP_ALIVE, name
+
+
+def test_nginx_proxies_only_to_the_upstreams_it_defines() -> None:
+    # A proxy_pass to a bare address would get the implicit upstream's defaults instead.
+    config = nginx_template()
+    targets = set(re.findall(r"proxy_pass http://([^;/]+)", config))
+    assert targets
+    assert targets <= set(upstream_blocks(config)), targets
 
 
 def test_app_stops_on_sigterm_and_nginx_on_sigquit() -> None:
