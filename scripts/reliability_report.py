@@ -56,10 +56,16 @@ What these runs exposed, and what was done:
 - nginx resolved `app` once, at start: a replica added later (`--scale app=2`) never got a
   request, a replaced container's new address was never used (the benchmark's
   `docker compose up -d` replacement failed 20% of requests), and a removed replica's address
-  kept getting connects that waited out the 5 s connect timeout. The nginx image now re-resolves
-  the name every second and reloads gracefully when it changes
-  (`deploy/nginx/docker-entrypoint.d/40-follow-upstream-dns.sh`; nginx 1.27.3+ could do it with
-  `resolve`), and the connect timeout is 2 s. Scenario 4b scales 1 -> 2 -> 1 under load.
+  kept getting connects that waited out the 5 s connect timeout. First a script in the nginx
+  image re-resolved the name every second and reloaded nginx (which dropped its pooled
+  connections); now nginx (1.27.3+; the image has 1.30) does it itself, with no reload
+  (`server app:8000 resolve`, `resolver 127.0.0.11 valid=1s`). That alone failed 20 of 42,113
+  requests when scaling 2 -> 1 under load (504): the removed replica's address black-holed
+  connects until the next resolution, and nginx does not retry once the resolved peer list has
+  changed. With `max_fails=1 fail_timeout=3s` a stopping replica is left out after its first
+  refused connect (while it drains), so nothing is sent to its address after it leaves; one
+  replica is never left out (round robin's single-peer path ignores max_fails). Scenario 4b
+  scales 1 -> 2 -> 1 under load and asserts no failure and no nginx reload.
 - A request that blocks a worker would be retried onto the next worker and block it too; the
   retry window (`proxy_next_upstream_timeout 10s`) is shorter than the earliest kill
   (`TIMEOUT`/2 = 15 s), so it is answered 502 instead. Requests on new connections meanwhile
