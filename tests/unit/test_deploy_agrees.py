@@ -130,3 +130,15 @@ def test_nginx_never_retries_a_request_that_hung_a_worker_until_it_was_killed() 
     match = re.search(r"proxy_next_upstream_timeout (\d+)s;", nginx_template())
     assert match
     assert int(match.group(1)) < DEFAULTS.TIMEOUT / 2
+
+
+def test_a_leaving_replica_stays_out_until_nginx_has_resolved_it_away() -> None:
+    # A stopping replica is left out (fail_timeout) after its first refused connect; its address
+    # must be gone from nginx's peers (the resolver's valid time) before that ends, or requests
+    # wait out the connect timeout on a black-holed address and cannot be retried.
+    config = nginx_template()
+    valid = re.search(r"resolver \S+ valid=(\d+)s;", config)
+    fail_timeout = re.search(r"server \$\{APP_UPSTREAM\} resolve .*fail_timeout=(\d+)s", config)
+    assert valid
+    assert fail_timeout
+    assert int(valid.group(1)) < int(fail_timeout.group(1))
