@@ -1,10 +1,17 @@
 # The app image: gunicorn + UvicornWorker serving app/, as a non-root user on a read-only root.
-# Build:  docker build -t fastapi-service .     (base overridable: --build-arg PYTHON_IMAGE=...)
-ARG PYTHON_IMAGE=python:3.13-slim
-# checkov:skip=CKV_DOCKER_7: FROM uses the build argument above, whose default is a versioned tag
+# Build:  docker build -t fastapi-service .
+#
+# The base is named once, literally, so Dependabot can bump it (it cannot follow FROM ${ARG}).
+# To build on another base (your registry's mirror, another Python line), pass a build context
+# named after the image on that FROM line; BuildKit builds on the context's image instead:
+#   docker build --build-context IMAGE:TAG=docker-image://mirror.example/python:3.13-slim .
+# A name that matches no FROM line is ignored without a word: keep it in step with the line.
+# uv.lock has wheels of every runtime dependency for CPython 3.11 to 3.15 (amd64 and arm64),
+# so no base needs a compiler.
+FROM python:3.14-slim AS base
 
 # ---- build: locked dependencies into /opt/venv, then the code, all precompiled -----------------
-FROM ${PYTHON_IMAGE} AS build
+FROM base AS build
 SHELL ["/bin/sh", "-eu", "-c"]
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
@@ -26,7 +33,7 @@ COPY app ./app
 RUN /opt/venv/bin/python -m compileall -q /srv
 
 # ---- runtime: the base, the venv, the code; no compiler, no uv, no caches -----------------------
-FROM ${PYTHON_IMAGE} AS runtime
+FROM base AS runtime
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/your-org/fastapi-service

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             elif section == "images":
                 stem = images.app.rsplit(":", 1)[0].removesuffix("-app")
                 results[section] = measure.images(
-                    ctx, "python:3.13-slim", "nginx:stable", f"{stem}-bench-tiangolo:latest"
+                    ctx, measure.base_image(), "nginx:stable", f"{stem}-bench-tiangolo:latest"
                 )
             elif section == "disruption":
                 results[section] = measure.disruption(ctx, 6.0 if quick else 12.0, 8)

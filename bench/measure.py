@@ -450,6 +450,14 @@ def _image_size(image: str) -> int:
     return int(docker("image", "inspect", "-f", "{{.Size}}", image).stdout.strip())
 
 
+def base_image(dockerfile: Path = ROOT / "Dockerfile") -> str:
+    """The base image the first FROM line names: the app's and the peers' images share it."""
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("FROM "):
+            return line.split()[1]
+    raise ValueError(f"{dockerfile}: no FROM line")
+
+
 def images(ctx: Context, base: str, nginx_base: str, tiangolo: str) -> dict[str, Any]:
     """Section 6: image sizes, and rebuild time after a one-file change to app/."""
     mib = 1024 * 1024
@@ -462,6 +470,7 @@ def images(ctx: Context, base: str, nginx_base: str, tiangolo: str) -> dict[str,
         "nginx": _image_size(ctx.images.nginx),
     }
     result: dict[str, Any] = {
+        "base_image": base,
         "size_mib": {k: round(v / mib, 1) for k, v in sizes.items()},
         "added_mib": {
             "template": round((sizes["template"] - sizes["base"]) / mib, 1),

@@ -1,4 +1,4 @@
-"""checkov on both Dockerfiles (here because the pinned, isolated checkov lives in this suite's
+"""checkov on the Dockerfiles (here because the pinned, isolated checkov lives in this suite's
 conftest): no failed check, and every skip is a `checkov:skip` comment with its reason."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import pytest
 from tests.k8s.conftest import ROOT, environment_without_proxies, run
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "deploy/nginx/Dockerfile"])
+@pytest.mark.parametrize(
+    "dockerfile", ["Dockerfile", "deploy/nginx/Dockerfile", "bench/Dockerfile.peers"]
+)
 def test_dockerfile_passes_checkov_offline(dockerfile: str, checkov: Path) -> None:
     result = run(
         checkov,
