@@ -63,18 +63,16 @@ def build_images(args: argparse.Namespace, sections: list[str], names: list[str]
     # The image names compose gives them: no project name is spelled out here.
     app, nginx = sorted(docker("compose", "config", "--images", env=env).stdout.split())
     stem = app.rsplit(":", 1)[0].removesuffix("-app")
-    buildkit = {"DOCKER_BUILDKIT": "1"}
     client = f"{stem}-bench-wrk:latest"
     log("building the wrk client image")
-    docker("build", "-q", "-f", "bench/Dockerfile.wrk", "-t", client, "bench", env=buildkit,
-           timeout=900)  # fmt: skip
+    docker("build", "-q", "-f", "bench/Dockerfile.wrk", "-t", client, "bench", timeout=900)
     peers = f"{stem}-bench-peers:latest"
     need_peers = any(not VARIANTS[name].is_template for name in names) and "throughput" in sections
     if need_peers or {"diagnose", "cold_start", "images"} & set(sections):
         log("building the peers image")
         for target, tag in (("peers", peers), ("tiangolo", f"{stem}-bench-tiangolo:latest")):
             docker("build", "-q", "-f", "bench/Dockerfile.peers", "--target", target, "-t", tag,
-                   ".", env=buildkit, timeout=1200)  # fmt: skip
+                   ".", timeout=1200)  # fmt: skip
     return Images(app=app, nginx=nginx, peers=peers, client=client)
 
 
