@@ -57,7 +57,8 @@ USER 10001:10001
 EXPOSE 8000
 # gunicorn drains on SIGTERM; SIGQUIT would make UvicornWorkers stop at once.
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=10s --timeout=4s --start-period=30s --retries=3 \
+# Every 0.5 s while starting (healthy within a second of the start), every 10 s after.
+HEALTHCHECK --interval=10s --timeout=4s --start-period=30s --start-interval=0.5s --retries=3 \
     CMD ["python", "-m", "app.server.healthcheck"]
 ENTRYPOINT ["python", "-m", "app.server"]
 CMD []
