@@ -8,11 +8,15 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from prometheus_client import multiprocess
+# No prometheus_client import at module level: prometheus_client chooses between in-process and
+# multiprocess values once, when it is first imported, from PROMETHEUS_MULTIPROC_DIR. The master
+# imports this module before metrics_dir() sets that variable, and the workers inherit the
+# master's choice; importing it here made every worker count in-process and /metrics empty.
 
 _CREATED_MARKER = ".created-by-gunicorn-conf"
 
@@ -30,7 +34,20 @@ def metrics_dir(configured: Path | None, env: MutableMapping[str, str]) -> Path:
         path = configured
         path.mkdir(parents=True, exist_ok=True)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    _check_prometheus_not_yet_in_process_mode()
     return path
+
+
+def _check_prometheus_not_yet_in_process_mode() -> None:
+    """Fail at start, not with an empty /metrics, if something imported prometheus_client
+    before the directory was set (its choice of value class is then final)."""
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None and values.ValueClass is values.MutexValue:
+        raise RuntimeError(
+            "prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set, so workers "
+            "would keep their metrics to themselves: import it only after gunicorn.conf.py has "
+            "called hooks.metrics_dir()"
+        )
 
 
 def empty_metrics_dir(path: Path) -> None:
@@ -48,6 +65,8 @@ def remove_metrics_dir(path: Path) -> None:
 def mark_worker_dead(pid: int) -> None:
     """A dead worker's live gauges must stop counting (its counters still add up)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess  # noqa: PLC0415  # after the dir is set
+
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 

@@ -149,6 +149,8 @@ def test_image_has_labels_healthcheck_and_no_build_tools(images: None) -> None:
     assert inspected["User"] == "10001:10001"
     assert inspected["StopSignal"] == "SIGTERM"
     assert inspected["Healthcheck"]["Test"][1:] == ["python", "-m", "app.server.healthcheck"]
+    # Polled every 0.5 s until healthy (nanoseconds), so `up --wait` is not an interval long.
+    assert inspected["Healthcheck"]["StartInterval"] == 500_000_000
     probe = docker(
         "run",
         "--rm",

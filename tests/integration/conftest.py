@@ -57,8 +57,10 @@ class Gunicorn:
         self.log_path = tmp_path / f"gunicorn-{self.port}.log"
         self.env = {
             "PATH": os.environ["PATH"],
+            # Where to listen, so tests run side by side; nothing else that the image's own
+            # environment would not give (the metrics directory included: gunicorn.conf.py
+            # makes one, as it does in the image).
             "BIND": f"127.0.0.1:{self.port}",
-            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"metrics-{self.port}"),
             **env,
         }
         # The launcher the image runs: validates, then exec()s gunicorn -c gunicorn.conf.py

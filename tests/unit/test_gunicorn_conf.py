@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.server.hooks import freeze_before_fork
+import prometheus_client
+import pytest
+
+from app.server.hooks import freeze_before_fork, metrics_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +39,8 @@ def inspect_conf(tmp_path: Path, env: dict[str, str]) -> dict[str, object]:
     result = subprocess.run(
         [sys.executable, "-c", INSPECT],
         cwd=ROOT,
-        env={"PATH": os.environ["PATH"], "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), **env},
+        # TMPDIR only keeps the metrics directory the config makes inside this test's own.
+        env={"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path), **env},
         capture_output=True,
         text=True,
         check=True,
@@ -85,3 +89,35 @@ def test_preload_freezes_the_masters_objects_before_fork_and_only_then() -> None
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_the_metrics_directory_is_refused_once_prometheus_chose_in_process_values(
+    tmp_path: Path,
+) -> None:
+    # This process imported prometheus_client without PROMETHEUS_MULTIPROC_DIR: the choice the
+    # master must never make before the directory exists (workers would each count alone).
+    assert prometheus_client.values.ValueClass is prometheus_client.values.MutexValue
+    with pytest.raises(RuntimeError, match="imported before PROMETHEUS_MULTIPROC_DIR was set"):
+        metrics_dir(tmp_path, {})
+
+
+def test_the_config_leaves_prometheus_client_unimported_until_the_directory_is_set(
+    tmp_path: Path,
+) -> None:
+    # As the image runs it: no PROMETHEUS_MULTIPROC_DIR in the environment.
+    probe = (
+        "import runpy, sys\n"
+        "runpy.run_path('gunicorn.conf.py')\n"
+        "from prometheus_client import values\n"
+        "print(values.ValueClass is values.MutexValue)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "False", "workers would count in-process"
