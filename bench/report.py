@@ -370,7 +370,11 @@ def render(  # noqa: PLR0912, PLR0915
             *_table(
                 ["image", "size MiB", "added over its base MiB"],
                 [
-                    ["base python:3.13-slim (local stand-in)", f"{size['base']}", "-"],
+                    [
+                        f"base {section.get('base_image', 'python:3.13-slim')} (local stand-in)",
+                        f"{size['base']}",
+                        "-",
+                    ],
                     ["this template's app image", f"{size['template']}", f"{added['template']}"],
                     [
                         "tiangolo configuration, same base",

@@ -15,6 +15,7 @@ import pytest
 from websockets.sync.client import connect as websocket_connect
 
 from bench.docker import docker
+from bench.measure import base_image
 from tests.e2e.conftest import ROOT, Stack, gunicorn_workers, response
 
 pytestmark = pytest.mark.e2e
@@ -262,7 +263,7 @@ def test_rebuild_after_an_app_change_reuses_the_dependency_layer(
         docker("build", "-t", tag, str(context), timeout=600)
         after = _layers(tag)
         # The runtime stage is the base's layers, then the venv layer, then the code.
-        venv = len(_layers("python:3.13-slim"))
+        venv = len(_layers(base_image()))
         assert after[: venv + 1] == before[: venv + 1], "the dependency (venv) layer was rebuilt"
         assert after[venv + 1 :] != before[venv + 1 :], "the code layer should change"
     finally:
