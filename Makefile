@@ -7,8 +7,8 @@ up:            ## the stack on one host: nginx -> app, at http://127.0.0.1:8080
 down:
 	docker compose down -v
 
-dev:           ## source mounted, auto-reload, text logs, /docs on
-	docker compose -f docker-compose.yml -f docker-compose.dev.yml up --build
+dev:           ## source mounted and reloaded, dependency changes rebuilt (compose watch), /docs on
+	docker compose -f docker-compose.yml -f docker-compose.dev.yml up --build --watch
 
 test:          ## lint, type-check, unit, integration and end-to-end tests
 	./scripts/test

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+import yaml
 
 from tests.integration.conftest import ROOT, Gunicorn
 
@@ -103,3 +108,45 @@ def test_a_syntax_error_is_served_with_its_file_and_line_until_the_next_save_fix
     assert json.loads(body)["fixed"] == 1
     assert server.process is not None
     assert server.process.poll() is None
+
+
+# gunicorn's own start-up of the master, up to the fork (the config file, the logger with our
+# logconfig_dict, the worker class): the app modules it prints are the ones every worker inherits.
+MASTER_IMPORTS = """
+import json, sys
+from gunicorn.app.wsgiapp import WSGIApplication
+from gunicorn.arbiter import Arbiter
+
+sys.argv = ["gunicorn", "-c", "gunicorn.conf.py"]
+Arbiter(WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]"))
+app_modules = [m for n, m in list(sys.modules.items()) if n == "app" or n.startswith("app.")]
+print(json.dumps(sorted(m.__file__ for m in app_modules if getattr(m, "__file__", None))))
+"""
+
+
+def test_every_app_module_the_master_imports_restarts_the_dev_container(tmp_path: Path) -> None:
+    # A worker --reload restarts is forked from the master and inherits these modules as they
+    # were: editing one changes nothing until the master itself starts again.
+    result = subprocess.run(
+        [sys.executable, "-c", MASTER_IMPORTS],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    imported = {Path(name).relative_to(ROOT) for name in json.loads(result.stdout)}
+    assert Path("app/server/worker.py") in imported
+
+    override = yaml.safe_load((ROOT / "docker-compose.dev.yml").read_text())
+    watch = override["services"]["app"]["develop"]["watch"]
+    restarted = [Path(rule["path"]) for rule in watch if rule["action"] == "restart"]
+
+    def restarts(module: Path) -> bool:
+        return any(module == path or path in module.parents for path in restarted)
+
+    assert sorted(str(m) for m in imported if not restarts(m)) == []
+    # The app itself is left to --reload (a new worker in about a second, not a new container).
+    assert not restarts(Path("app/main.py"))
+    assert not restarts(Path("app/api/demo.py"))
