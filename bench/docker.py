@@ -1,45 +1,21 @@
 """Docker, as the harness uses it: every container, network and volume it makes carries one label
-(`bench.run=<run id>`), so `cleanup()` removes exactly this run's objects, even after a failure."""
+(`bench.run=<run id>`), so `cleanup()` removes exactly this run's objects, even after a failure.
+
+`docker()` itself is the tests' (tests/docker.py): one way to call Docker for both, and the
+tests, which copies of the template carry, do not depend on bench/, which copies do not."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.docker import ROOT, DockerError, docker
+
+__all__ = ["LABEL", "ROOT", "DockerError", "Run", "docker", "wait_for"]
+
 LABEL = "bench.run"
-
-
-class DockerError(RuntimeError):
-    pass
-
-
-def docker(
-    *args: str,
-    timeout: float = 300,
-    check: bool = True,
-    env: Mapping[str, str] | None = None,
-    cwd: Path = ROOT,
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["docker", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise DockerError(
-            f"docker {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-        )
-    return result
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.docker import docker
+from tests.docker import docker
 from tests.e2e.conftest import base_env
 
 

@@ -19,9 +19,7 @@ from typing import Any
 
 import pytest
 
-# One way to call Docker for the tests and the benchmark harness: output captured, a failure
-# raised with the command and both streams.
-from bench.docker import docker
+from tests.docker import docker
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "e2e"

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.docker import docker
-from bench.measure import base_image
+from tests.docker import base_image, docker
 from tests.e2e.conftest import APP_IMAGE, ROOT, response, wait_healthy
 
 pytestmark = pytest.mark.e2e

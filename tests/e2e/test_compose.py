@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect as websocket_connect
 
-from bench.docker import docker
-from bench.measure import base_image
+from tests.docker import base_image, docker
 from tests.e2e.conftest import ROOT, Stack, gunicorn_workers, response
 
 pytestmark = pytest.mark.e2e

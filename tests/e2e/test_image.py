@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.docker import docker
+from tests.docker import docker
 from tests.e2e.conftest import APP_IMAGE, NGINX_IMAGE, gunicorn_workers, wait_healthy
 
 pytestmark = pytest.mark.e2e

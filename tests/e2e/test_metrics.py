@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench.docker import docker
+from tests.docker import docker
 from tests.e2e.conftest import APP_IMAGE, Stack, wait_healthy
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bench.docker import docker
+from tests.docker import docker
 from tests.e2e.conftest import Stack
 from tests.e2e.load import LoadResult, run_load
 
