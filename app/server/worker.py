@@ -99,13 +99,17 @@ def syntax_error_app(error: SyntaxError, log: Callable[..., None]) -> ASGIApp:
             await send({"type": "lifespan.shutdown.complete"})
             return
         log("%s %s 500: %s", scope.get("method", "WEBSOCKET"), scope["path"], summary)
-        if scope["type"] == "http":
-            headers = [(b"content-type", b"text/plain; charset=utf-8")]
-            headers.append((b"content-length", str(len(body)).encode()))
-            await send({"type": "http.response.start", "status": 500, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-        else:  # a websocket: refused (1011: the server cannot fulfil the request)
-            await send({"type": "websocket.close", "code": 1011})
+        # A websocket handshake gets the same answer (ASGI's denial response, which uvicorn
+        # offers); without it, closing refuses the handshake with a bare 403.
+        kind = scope["type"]
+        if kind == "websocket" and "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close"})
+            return
+        prefix = "http.response" if kind == "http" else "websocket.http.response"
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": f"{prefix}.start", "status": 500, "headers": headers})
+        await send({"type": f"{prefix}.body", "body": body})
 
     return app
 

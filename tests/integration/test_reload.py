@@ -40,11 +40,19 @@ def reloading_server(gunicorn: type[Gunicorn], tmp_path: Path, project: Path) ->
     return server
 
 
-def get_once(url: str, path: str) -> tuple[int, bytes]:
+WEBSOCKET_HANDSHAKE = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+
+
+def get_once(url: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=5)
     try:
-        connection.request("GET", path, headers={"Connection": "close"})
+        connection.request("GET", path, headers=headers or {"Connection": "close"})
         answer = connection.getresponse()
         return answer.status, answer.read()
     finally:
@@ -101,6 +109,10 @@ def test_a_syntax_error_is_served_with_its_file_and_line_until_the_next_save_fix
     assert log.count("Traceback (most recent call last)") == 1, log
     assert log.rstrip().splitlines()[-1].endswith(f"GET /api/items 500: {summary}"), log
     assert "TypeError" not in log
+    # A websocket handshake gets the same 500 and body.
+    status, answer = get_once(server.url, "/api/demo/echo", WEBSOCKET_HANDSHAKE)
+    assert status == 500, (status, answer)
+    assert answer.decode().startswith(f"{summary}\n"), answer
 
     # The next save recovers: the reloader watches the file that failed, the worker restarts.
     demo.write_text(source.replace(ANCHOR, f'{ANCHOR} "fixed": 1,'))
