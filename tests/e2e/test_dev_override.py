@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from bench.docker import docker
+from tests.docker import docker
 from tests.e2e.conftest import ROOT, Stack
 
 pytestmark = pytest.mark.e2e
@@ -118,7 +118,7 @@ def dev_loop(stack_factory: Any, tmp_path: Path) -> Iterator[DevLoop]:
     stack: Stack = stack_factory(
         # An app image of its own, built from the copy (watch rebuilds it); nginx's is shared.
         env={
-            "APP_IMAGE": f"fastapi-service-app-dev-{uuid.uuid4().hex[:8]}",
+            "APP_IMAGE": f"tpl-dev-app-{uuid.uuid4().hex[:8]}",
             # The tests poll every 20 ms; nginx's default limit would answer some with 429.
             "RATE_LIMIT": "1000r/s",
             "RATE_LIMIT_BURST": "1000",
@@ -195,17 +195,17 @@ def test_an_edit_under_app_is_served_within_two_seconds_and_nothing_is_written_t
     assert max(latencies) <= 5, latencies
 
     # A module gunicorn's master imported: watch restarts the container, the master re-imports.
-    settings = dev_loop.read("app/settings.py")
-    saved = dev_loop.save("app/settings.py", settings.replace('"fastapi-service"', '"renamed"', 1))
-
-    def renamed() -> bool:
+    def title() -> str:
         try:
             status, _, body = dev_loop.stack.get("/openapi.json", timeout=5)
         except OSError:
-            return False
-        return status == 200 and json.loads(body)["info"]["title"] == "renamed"
+            return ""
+        return str(json.loads(body)["info"]["title"]) if status == 200 else ""
 
-    wait_until("the settings edit served", renamed, 60, dev_loop)
+    settings, name = dev_loop.read("app/settings.py"), title()
+    assert f'default="{name}"' in settings  # the title is APP_NAME's default
+    saved = dev_loop.save("app/settings.py", settings.replace(f'"{name}"', '"renamed"', 1))
+    wait_until("the settings edit served", lambda: title() == "renamed", 60, dev_loop)
     print(f"master-imported module edit to served: {time.monotonic() - saved:.2f} s")
 
     # Text logs with the app's access line, from the running loop.
