@@ -65,22 +65,9 @@ TWINNED: tuple[str, ...] = (
     "tests/e2e/conftest.py",
     "tests/e2e/test_compose.py",
     ".github/workflows/release.yml",
-    "deploy/k8s/base/deployment.yaml",
-    "deploy/k8s/base/horizontalpodautoscaler.yaml",
-    "deploy/k8s/base/httproute.yaml",
-    "deploy/k8s/base/kustomization.yaml",
-    "deploy/k8s/base/networkpolicy.yaml",
-    "deploy/k8s/base/poddisruptionbudget.yaml",
-    "deploy/k8s/base/service.yaml",
-    "deploy/k8s/base/serviceaccount.yaml",
+    # Kubernetes: the overlays name the service (namespace, namePrefix, labels, images).
     "deploy/k8s/overlays/dev/kustomization.yaml",
-    "deploy/k8s/overlays/dev/namespace.yaml",
-    "deploy/k8s/overlays/dev/patch-size.yaml",
     "deploy/k8s/overlays/production/kustomization.yaml",
-    "deploy/k8s/overlays/production/namespace.yaml",
-    "deploy/k8s/overlays/production/patch-size.yaml",
-    "deploy/k8s/components/workers-from-cpu-request/patch-deployment.yaml",
-    "deploy/k8s/README.md",
 )
 
 # Twins that render the committed file through `replace` filters instead of repeating it: a

@@ -68,6 +68,14 @@ def parse(rendered: str) -> list[Manifest]:
     return [doc for doc in yaml.safe_load_all(rendered) if doc]
 
 
+def overlay_kustomization(overlay: str) -> Manifest:
+    """An overlay's kustomization.yaml: where the service's names are written."""
+    loaded: Manifest = yaml.safe_load(
+        (K8S / "overlays" / overlay / "kustomization.yaml").read_text()
+    )
+    return loaded
+
+
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, str]:
     """Each overlay's `kubectl kustomize` output, rendered once."""

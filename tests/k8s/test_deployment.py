@@ -14,7 +14,15 @@ import yaml
 from app.server.cgroups import CpuBudget, MemoryLimit
 from app.server.settings import ServerSettings
 from app.server.workers import workers_for
-from tests.k8s.conftest import K8S, OVERLAYS, Manifest, config_map_env, container, only
+from tests.k8s.conftest import (
+    K8S,
+    OVERLAYS,
+    Manifest,
+    config_map_env,
+    container,
+    only,
+    overlay_kustomization,
+)
 
 # Seconds between gunicorn's graceful timeout running out and the kubelet's SIGKILL: process
 # exit, the metrics directory removed, the container runtime's own stop.
@@ -192,7 +200,8 @@ def test_config_maps_are_generated_so_a_change_rolls_the_pods(
     overlay: str, manifests: dict[str, list[Manifest]]
 ) -> None:
     kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
-    generated = {generator["name"] for generator in kustomization["configMapGenerator"]}
+    prefix = overlay_kustomization(overlay)["namePrefix"]
+    generated = {prefix + generator["name"] for generator in kustomization["configMapGenerator"]}
     # The generator's content hash is in the name the pod template refers to.
     for spec in pod_spec(manifests, overlay)["containers"]:
         for source in spec["envFrom"]:

@@ -69,15 +69,15 @@ def load_into_podman(image: str, target: str) -> None:
 
 @pytest.fixture(scope="module")
 def podman_images(images: None) -> Iterator[dict[str, str]]:
-    """The suite's images in podman under names of this run, removed afterwards."""
+    """The suite's images in podman under names of this run, removed afterwards; by the image
+    names the manifests use (`app`, `nginx`)."""
     assert shutil.which("podman"), "podman is missing: run ../shared/container-env/setup"
     tag = uuid.uuid4().hex[:8]
     loaded: dict[str, str] = {}
     try:
-        for image in (APP_IMAGE, NGINX_IMAGE):
-            repository = image.split(":")[0]
-            loaded[repository] = f"localhost/tpl-k8s-{repository}:{tag}"
-            load_into_podman(image, loaded[repository])
+        for name, image in (("app", APP_IMAGE), ("nginx", NGINX_IMAGE)):
+            loaded[name] = f"localhost/tpl-k8s-{name}:{tag}"
+            load_into_podman(image, loaded[name])
         yield loaded
     finally:
         for target in loaded.values():

@@ -132,8 +132,7 @@ def test_unusual_copy_names_its_project_images_and_title_after_the_answers(
     assert f'default="{slug}"' in read("app/settings.py")
     assert read("README.md").startswith(f"# {UNUSUAL_ANSWERS['project_name']}\n")
     assert f"IMAGE_REPOSITORY: {image}\n" in read(".github/workflows/release.yml")
-    if (unusual_copy / "deploy/k8s/base/deployment.yaml").exists():
-        assert f"name: {slug}\n" in read("deploy/k8s/base/deployment.yaml")
+    assert f"namePrefix: {slug}-\n" in read("deploy/k8s/overlays/production/kustomization.yaml")
 
 
 def test_copys_own_unit_tests_pass(unusual_copy: Path) -> None:
