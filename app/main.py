@@ -32,6 +32,9 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         yield
         readiness.shutting_down = True
         log.info("app shutting down")
+        # Close pools and clients here. The server runs this even when requests outlast the
+        # stop grace (they are cancelled first), so the line below is the proof it ran.
+        log.info("app cleanup complete")
 
     docs = settings.DOCS_ENABLED
     app = FastAPI(

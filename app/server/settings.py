@@ -83,9 +83,10 @@ class ServerSettings(BaseSettings):
     )
     GRACEFUL_TIMEOUT: Annotated[int, Field(ge=1, le=3600)] = Field(
         default=20,
-        description="Seconds in-flight requests get to finish after SIGTERM. Shorter than "
-        "compose's stop_grace_period (30s) and the Kubernetes grace period, so the "
-        "orchestrator never SIGKILLs a draining server.",
+        description="Seconds a worker gets to stop after SIGTERM: three quarters of it for "
+        "requests in flight (longer ones are then cancelled), the rest for the app's lifespan "
+        "shutdown, so its cleanup always runs. Shorter than compose's stop_grace_period (30s) "
+        "and the Kubernetes grace period, so the orchestrator never SIGKILLs a draining server.",
     )
     KEEP_ALIVE: Annotated[int, Field(ge=1, le=3600)] = Field(
         default=20,

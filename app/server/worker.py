@@ -10,6 +10,7 @@ error in the app is answered by an ASGI app (gunicorn's stand-in is WSGI).
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import socket
 import sys
 import traceback
@@ -114,6 +115,19 @@ def syntax_error_app(error: SyntaxError, log: Callable[..., None]) -> ASGIApp:
     return app
 
 
+# What share of GRACEFUL_TIMEOUT uvicorn gives requests in flight once the worker is told to stop.
+# Then it cancels what is left and runs the app's lifespan shutdown (closing pools, flushing
+# queues), which must finish before gunicorn's master SIGKILLs the worker at GRACEFUL_TIMEOUT,
+# when no cleanup runs at all. The rest (5 s at the default 20 s) is for the idle-connection
+# grace above, the app's shutdown and the exit.
+REQUEST_SHARE_OF_GRACEFUL_TIMEOUT = 0.75
+
+
+def request_drain_seconds(graceful_timeout: float) -> float:
+    """uvicorn's timeout_graceful_shutdown for gunicorn's graceful_timeout."""
+    return graceful_timeout * REQUEST_SHARE_OF_GRACEFUL_TIMEOUT
+
+
 class Worker(UvicornWorker):  # type: ignore[misc]
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         # Named, not "auto": a missing uvloop/httptools fails at boot instead of silently
@@ -129,6 +143,19 @@ class Worker(UvicornWorker):  # type: ignore[misc]
     }
 
     _server: DrainingServer | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Unset, uvicorn waits for requests forever and gunicorn's SIGKILL skips the app's
+        # shutdown; this way a request longer than the grace is cut and the cleanup runs.
+        self.config.timeout_graceful_shutdown = request_drain_seconds(self.cfg.graceful_timeout)
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        # gunicorn SIGABRTs a worker whose event loop was blocked past TIMEOUT (then SIGKILLs
+        # it). UvicornWorker leaves SIGABRT at its default, so the worker died without a word;
+        # faulthandler prints every thread's stack first: where the loop was blocked.
+        faulthandler.enable(all_threads=True)
 
     # gunicorn's ways of stopping a worker from inside (the --reload file watcher above all) set
     # `self.alive = False` and expect the worker's loop to notice; UvicornWorker's loop is
