@@ -4,11 +4,14 @@ the app where it can), the app never sees it, and honest clients are unaffected.
 from __future__ import annotations
 
 import json
+import re
+import select
 import socket
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,60 +69,149 @@ def test_oversized_and_too_many_headers_get_4xx_from_nginx(
     assert "/api/items" not in app_paths(edge)
 
 
+def nginx_timeout_s(directive: str) -> float:
+    """A timeout as deploy/nginx/nginx.conf sets it (in seconds: `10s`), the one place it is set."""
+    conf = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+    found = re.search(rf"^\s*{directive}\s+(\d+)s;", conf, re.MULTILINE)
+    assert found, f"{directive} not set in seconds in nginx.conf"
+    return float(found.group(1))
+
+
+@dataclass
+class SlowClient:
+    """One slowloris connection: what it trickled, and how it ended."""
+
+    kind: str
+    sent: list[float] = field(default_factory=list)  # when each trickled piece went out
+    connected_at: float = 0.0
+    ended_at: float = 0.0
+    # "closed": nginx closed the connection (EOF or, with reset_timedout_connection, a reset);
+    # "answered": nginx sent bytes; "gave up": the client's own deadline passed first.
+    outcome: str = ""
+    answer: bytes = b""
+
+    def since(self) -> float:
+        """Seconds from the moment nginx's timeout runs from to the close: the header timeout
+        bounds the whole header read (from the connect), the body timeout is between reads
+        (from the last trickled byte)."""
+        start = self.connected_at if self.kind == "headers" else self.sent[-1]
+        return self.ended_at - start
+
+
+def trickle(
+    host: str,
+    port: int,
+    client: SlowClient,
+    *,
+    head: bytes,
+    pieces: list[bytes],
+    interval: float,
+    give_up_after: float,
+    connected: threading.Barrier,
+) -> None:
+    """Send `head`, then one piece every `interval` seconds, then nothing, until nginx closes
+    the connection or `give_up_after` seconds pass. A close is noticed within milliseconds:
+    the client waits for readability between pieces instead of sleeping."""
+    with socket.create_connection((host, port), timeout=5) as connection:
+        client.connected_at = time.monotonic()
+        connection.sendall(head)
+        connected.wait(10)
+        deadline = client.connected_at + give_up_after
+        queue = list(pieces)
+        next_send = time.monotonic()
+        try:
+            while (now := time.monotonic()) < deadline:
+                if queue and now >= next_send:
+                    connection.sendall(queue.pop(0))
+                    client.sent.append(time.monotonic())
+                    next_send = client.sent[-1] + interval
+                wait = (next_send if queue else deadline) - time.monotonic()
+                readable, _, _ = select.select([connection], [], [], max(0.0, wait))
+                if readable:
+                    data = connection.recv(65536)
+                    client.ended_at = time.monotonic()
+                    client.outcome, client.answer = ("answered", data) if data else ("closed", b"")
+                    return
+        except ConnectionError:  # reset (reset_timedout_connection on), on a read or a send
+            client.ended_at = time.monotonic()
+            client.outcome = "closed"
+            return
+        client.ended_at = time.monotonic()
+        client.outcome = "gave up"
+
+
 def test_slow_clients_are_timed_out_while_health_stays_fast(
     edge: Stack, reliability_report: dict[str, Any]
 ) -> None:
+    header_timeout = nginx_timeout_s("client_header_timeout")
+    body_timeout = nginx_timeout_s("client_body_timeout")
     host, port = edge.url.removeprefix("http://").split(":")
-    stop = threading.Event()
-    closed_by_nginx: list[float] = []
-
-    def slow_client(kind: str) -> None:
-        started = time.monotonic()
-        with socket.create_connection((host, int(port)), timeout=30) as connection:
-            if kind == "body":
-                connection.sendall(
-                    b"POST /api/items HTTP/1.1\r\nHost: x\r\n"
-                    b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-                )
-            else:
-                connection.sendall(b"GET /api/items HTTP/1.1\r\n")
-            try:
-                # One byte every 2s: under nginx's header/body timeouts (10s) per read... but
-                # nginx's timeouts bound the whole header read, and the body between reads.
-                for _ in range(15):
-                    if stop.is_set():
-                        return
-                    connection.sendall(b"X" if kind == "body" else b"X-Slow: y\r\n")
-                    time.sleep(2 if kind == "headers" else 11)
-                    if connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
-                        break
-            except (BlockingIOError, OSError):
-                pass
-        closed_by_nginx.append(time.monotonic() - started)
-
-    clients = [
-        threading.Thread(target=slow_client, args=("headers" if i % 2 else "body",))
-        for i in range(20)
+    # Headers: a line every 2 s, forever; nginx's header timeout bounds the whole header read.
+    # Bodies: a byte every 2 s for longer than the body timeout (which runs between reads, so
+    # nginx must keep reading), then silence: nginx closes one body timeout later.
+    interval = 2.0
+    body_bytes = int(body_timeout // interval) + 2
+    give_up_after = header_timeout + body_bytes * interval + body_timeout + 10
+    headers_forever = [b"X-Slow-%d: y\r\n" % i for i in range(int(give_up_after / interval) + 2)]
+    shapes = {
+        "headers": (b"GET /api/items HTTP/1.1\r\nHost: x\r\n", headers_forever),
+        "body": (
+            b"POST /api/items HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+            [b"X"] * body_bytes,
+        ),
+    }
+    clients = [SlowClient("headers" if i % 2 else "body") for i in range(20)]
+    connected = threading.Barrier(len(clients) + 1)
+    threads = [
+        threading.Thread(
+            target=trickle,
+            args=(host, int(port), client),
+            kwargs={
+                "head": shapes[client.kind][0],
+                "pieces": shapes[client.kind][1],
+                "interval": interval,
+                "give_up_after": give_up_after,
+                "connected": connected,
+            },
+        )
+        for client in clients
     ]
-    for client in clients:
-        client.start()
-    time.sleep(1)
-    health_times = []
-    for _ in range(10):
+    for thread in threads:
+        thread.start()
+    connected.wait(30)  # every slow client holds a connection to nginx
+    health_times: list[float] = []
+    # Health checks for as long as slow clients hold connections (bounded: 80 at most).
+    while any(thread.is_alive() for thread in threads) and len(health_times) < 80:
         started = time.monotonic()
         status, _, _ = edge.get("/healthz", timeout=5)
         health_times.append(time.monotonic() - started)
         assert status == 200
         time.sleep(0.5)
-    for client in clients:
-        client.join(60)
-    stop.set()
+    for thread in threads:
+        thread.join(give_up_after + 10)
+    by_kind = {kind: [c for c in clients if c.kind == kind] for kind in shapes}
     reliability_report["7b. 20 slow clients (slowloris headers and bodies)"] = {
-        "closed_by_nginx": len(closed_by_nginx),
-        "slowest_close_s": round(max(closed_by_nginx), 1) if closed_by_nginx else None,
+        "closed_by_nginx": sum(c.outcome == "closed" for c in clients),
+        "header_clients_closed_after_s": sorted(round(c.since(), 1) for c in by_kind["headers"]),
+        "body_clients_closed_after_last_byte_s": sorted(
+            round(c.since(), 1) for c in by_kind["body"]
+        ),
+        "body_bytes_trickled": sorted({len(c.sent) for c in by_kind["body"]}),
         "healthz_max_ms_meanwhile": round(max(health_times) * 1000, 1),
     }
-    assert len(closed_by_nginx) == 20
+    outcomes = [(c.kind, c.outcome, c.answer[:80]) for c in clients]
+    assert all(c.outcome == "closed" for c in clients), outcomes
+    # Closed by nginx's timeout, not earlier and not much later (2 s for a loaded machine).
+    for client in by_kind["headers"]:
+        assert header_timeout - 0.5 < client.since() < header_timeout + 2, client
+        assert len(client.sent) >= header_timeout // interval - 1, client
+    for client in by_kind["body"]:
+        # The body really trickled: every byte was taken, over more than one body timeout...
+        assert len(client.sent) == body_bytes, client
+        assert client.sent[-1] - client.sent[0] > body_timeout, client
+        # ...and nginx closed it one body timeout after the last one.
+        assert body_timeout - 0.5 < client.since() < body_timeout + 2, client
     assert max(health_times) < 1.0
     assert "/api/items" not in app_paths(edge)
 
