@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -135,3 +136,43 @@ def gunicorn(tmp_path: Path) -> Iterator[type[Gunicorn]]:
     yield Tracked
     for server in started:
         server.stop()
+
+
+class KeepAliveClient:
+    """One HTTP/1.1 client connection reused for request after request, as a proxy's upstream
+    pool or any HTTP client library uses it. It opens a new connection only when the server
+    retired the old one with `Connection: close` after a complete answer; a reused connection
+    that fails (closed under a request) is a failure, never retried here."""
+
+    def __init__(self, url: str, timeout: float = 5):
+        host, port = url.removeprefix("http://").split(":")
+        self.host, self.port, self.timeout = host, int(port), timeout
+        self.connection: http.client.HTTPConnection | None = None
+        self.requests_on_connection = 0
+        self.connections = 0
+        # For each answer with `Connection: close` (the server retiring the connection): how many
+        # requests that connection had carried, that one included.
+        self.retired_after: list[int] = []
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        if self.connection is None:
+            self.connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self.connections += 1
+            self.requests_on_connection = 0
+        try:
+            self.connection.request("GET", path)
+            response = self.connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException):
+            self.close()
+            raise
+        self.requests_on_connection += 1
+        if response.will_close:
+            self.retired_after.append(self.requests_on_connection)
+            self.close()
+        return response.status, body
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest
 
-from tests.integration.conftest import ROOT, Gunicorn
+from app.server.worker import IDLE_CONNECTION_GRACE_S
+from tests.integration.conftest import ROOT, Gunicorn, KeepAliveClient
 
 
 def startup_record(server: Gunicorn) -> dict[str, Any]:
@@ -25,6 +28,16 @@ def startup_record(server: Gunicorn) -> dict[str, Any]:
             config: dict[str, Any] = record["server_config"]
             return config
     raise AssertionError(f"no startup line:\n{server.log()}")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` (every 0.05 s, at most `timeout` seconds) until it holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def get_once(url: str, path: str, timeout: float = 5) -> tuple[int, bytes]:
@@ -145,44 +158,86 @@ def test_sigterm_lets_an_inflight_request_finish_and_master_exits_zero(
     assert took < 10, f"master took {took:.1f}s, beyond GRACEFUL_TIMEOUT"
 
 
-def _bounded_load(url: str, stop: threading.Event, max_requests: int) -> tuple[int, list[str]]:
-    sent, failures = 0, []
-    while not stop.is_set() and sent < max_requests:
-        sent += 1
-        try:
-            status, _ = get_once(url, "/api/demo/wait?ms=5")
+@dataclass
+class KeepAliveLoad:
+    """What one keep-alive client saw: the worker pid of every answer, and every failure."""
+
+    pids: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    client: KeepAliveClient | None = None
+
+
+def _keep_alive_load(
+    url: str, stop: threading.Event, max_requests: int, pause: float, seen: KeepAliveLoad
+) -> None:
+    seen.client = client = KeepAliveClient(url)
+    try:
+        for _ in range(max_requests):
+            if stop.is_set():
+                return
+            try:
+                status, body = client.get("/api/demo/whoami")
+            except (OSError, http.client.HTTPException) as error:
+                seen.failures.append(repr(error))
+                continue
             if status != 200:
-                failures.append(f"status {status}")
-        except OSError as error:
-            failures.append(repr(error))
-    return sent, failures
+                seen.failures.append(f"status {status}")
+                continue
+            seen.pids.append(json.loads(body)["pid"])
+            # Idle between requests, as a pooled connection is: a worker that closed idle
+            # connections when told to stop would fail the next request on each. The pause is
+            # well inside the worker's grace for idle connections.
+            time.sleep(pause)
+    finally:
+        client.close()
 
 
-def test_sighup_replaces_every_worker_without_a_failed_request(
+def test_sighup_replaces_every_worker_without_failing_a_kept_alive_connection(
     gunicorn: type[Gunicorn], tmp_path: Path
 ) -> None:
     server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "2"}).start()
     server.wait_ready(workers=2)
     old_workers = server.workers()
     stop = threading.Event()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        loads = [pool.submit(_bounded_load, server.url, stop, 3000) for _ in range(4)]
-        time.sleep(1)
+    loads = [KeepAliveLoad() for _ in range(6)]
+    pause = IDLE_CONNECTION_GRACE_S / 10
+    threads = [
+        threading.Thread(target=_keep_alive_load, args=(server.url, stop, 3000, pause, seen))
+        for seen in loads
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        # Every client has a connection kept alive through a few requests to an old worker.
+        wait_for(lambda: all(len(seen.pids) >= 3 for seen in loads), 20, "keep-alive clients")
+        assert all(seen.client and seen.client.connections == 1 for seen in loads)
         os.kill(server.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            current = server.workers()
-            if len(current) == 2 and not current & old_workers:
-                break
-            time.sleep(0.1)
-        time.sleep(1)  # keep loading the new workers for a moment
+        wait_for(
+            lambda: len(server.workers()) == 2 and not server.workers() & old_workers,
+            30,
+            "every old worker replaced",
+        )
+        # Every client reached a new worker (on a new connection) a few times.
+        wait_for(
+            lambda: all(sum(pid not in old_workers for pid in s.pids) >= 3 for s in loads),
+            20,
+            "every client served by the new workers",
+        )
+    finally:
         stop.set()
-        results = [load.result(timeout=60) for load in loads]
-    sent = sum(count for count, _ in results)
-    failures = [failure for _, batch in results for failure in batch]
-    assert not server.workers() & old_workers, "every old worker should be gone"
-    assert sent > 50
+        for thread in threads:
+            thread.join(30)
+    sent = sum(len(seen.pids) + len(seen.failures) for seen in loads)
+    failures = [failure for seen in loads for failure in seen.failures]
     assert failures == [], f"{len(failures)} of {sent} requests failed: {failures[:5]}"
+    for seen in loads:
+        assert seen.client is not None
+        # The old worker retired each kept-alive connection with `Connection: close` on a
+        # complete answer (the first after many on that connection), then the client moved on.
+        assert seen.client.retired_after, "no connection was retired with Connection: close"
+        assert seen.client.retired_after[0] > 3, seen.client.retired_after
+        assert set(seen.pids) & old_workers, "served by an old worker"
+        assert set(seen.pids) - old_workers, "served by a new worker"
 
 
 def test_a_killed_worker_is_replaced(gunicorn: type[Gunicorn], tmp_path: Path) -> None:
