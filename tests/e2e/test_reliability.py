@@ -67,13 +67,24 @@ def wait_for_workers(container: str, count: int, exclude: set[int], timeout: flo
 
 
 def background_load(
-    stack: Stack, path: str, *, connections: int, duration: float, max_requests: int
+    stack: Stack,
+    path: str,
+    *,
+    connections: int,
+    duration: float,
+    max_requests: int,
+    allowed_stale_retries: int = 0,
 ) -> tuple[threading.Thread, dict[str, LoadResult]]:
     holder: dict[str, LoadResult] = {}
 
     def go() -> None:
         holder["result"] = run_load(
-            stack.url, path, connections=connections, duration=duration, max_requests=max_requests
+            stack.url,
+            path,
+            connections=connections,
+            duration=duration,
+            max_requests=max_requests,
+            allowed_stale_retries=allowed_stale_retries,
         )
 
     thread = threading.Thread(target=go)
@@ -110,6 +121,12 @@ def app_listens(container: str, port: int = 8000) -> bool:
         f"print(any(r[1].endswith(':{port:04X}') and r[3] == '0A' for r in rows if len(r) > 3))\n"
     )
     return docker("exec", container, "python", "-c", script).stdout.strip() == "True"
+
+
+def nginx_reloads(logs: str) -> int:
+    """Reloads in nginx's log: the master's own `reconfiguring` line, one per reload (the line
+    naming the SIGHUP that asked for it ends in `reconfiguring` too: nginx 1.30 logs both)."""
+    return len(re.findall(r"#\d+: reconfiguring$", logs, re.MULTILINE))
 
 
 # --- Load and recovery -----------------------------------------------------------------------
@@ -349,7 +366,7 @@ def test_nginx_follows_the_app_scaled_up_and_down_under_load_without_a_restart(
         **result.summary(),
         "second_replica_healthy_after_s": round(healthy_at - scaled_at, 1),
         "second_replica_serving_after_healthy_s": round(serving_at - healthy_at, 2),
-        "nginx_reloads": nginx_logs.count("reconfiguring"),
+        "nginx_reloads": nginx_reloads(nginx_logs),
     }
     reliability_report["4b. app scaled 1 -> 2 -> 1 under load"] = figures
     assert len(hosts) == 2, figures
@@ -365,10 +382,18 @@ def test_nginx_reload_under_load_fails_nothing(
     stack_factory: Any, reliability_report: dict[str, Any]
 ) -> None:
     stack = stack_factory(UNLIMITED_RATE).up()
+    connections, reloads = 50, 3
+    # A reload retires nginx's old workers, which close their idle client keep-alive
+    # connections: at most each client connection once per reload, each such GET retried once.
     thread, holder = background_load(
-        stack, "/api/demo/whoami", connections=50, duration=10, max_requests=500_000
+        stack,
+        "/api/demo/whoami",
+        connections=connections,
+        duration=10,
+        max_requests=500_000,
+        allowed_stale_retries=connections * reloads,
     )
-    for _ in range(3):
+    for _ in range(reloads):
         time.sleep(2)
         stack.compose("exec", "-T", "nginx", "nginx", "-s", "reload")
     thread.join(60)
@@ -376,7 +401,7 @@ def test_nginx_reload_under_load_fails_nothing(
     reliability_report["5. nginx reload x3 under load"] = result.summary()
     assert result.failed == 0, result.summary()
     # The line scenario 4b counts to prove that following the app needs no reload.
-    assert stack.logs("nginx").count("reconfiguring") == 3
+    assert nginx_reloads(stack.logs("nginx")) == reloads
 
 
 def test_graceful_stop_finishes_inflight_requests_and_answers_new_ones_fast(
