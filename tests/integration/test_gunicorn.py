@@ -40,6 +40,24 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"not within {timeout}s: {what}")
 
 
+def metric(server: Gunicorn, name: str, route: str | None = None) -> float:
+    """A metric from the server's /metrics, summed over its labels (only `route`'s, if given)."""
+    _, text = get_once(server.url, "/metrics")
+    total = 0.0
+    for line in text.decode().splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample.split("{")[0] == name and (route is None or f'route="{route}"' in sample):
+            total += float(value)
+    return total
+
+
+def wait_answered(server: Gunicorn, route: str, count: int = 1) -> None:
+    """Until the app has finished `count` requests to `route`, access line included: the counter
+    and the access line are written in the same synchronous block, so a scrape that sees the
+    count (on the same, single worker) comes after the line."""
+    wait_for(lambda: metric(server, "http_requests_total", route) >= count, 10, f"{route} answered")
+
+
 def get_once(url: str, path: str, timeout: float = 5) -> tuple[int, bytes]:
     """One request on its own connection (so requests spread over workers)."""
     host, port = url.removeprefix("http://").split(":")
@@ -145,7 +163,8 @@ def test_sigterm_lets_an_inflight_request_finish_and_master_exits_zero(
 
     client = threading.Thread(target=slow_request)
     client.start()
-    time.sleep(1)  # the request is in flight
+    # The request is in flight (the scrape that reads the gauge is the other one).
+    wait_for(lambda: metric(server, "http_requests_in_progress") >= 2, 10, "request in flight")
     stop_sent = time.monotonic()
     os.kill(server.pid, signal.SIGTERM)
     assert server.process is not None
@@ -333,7 +352,7 @@ def test_client_ip_comes_from_forwarded_for_only_from_trusted_proxies(
         headers={"X-Forwarded-For": "203.0.113.9", "X-Request-ID": "trace-0001-abcd"},
     )
     assert response.status_code == 200
-    time.sleep(0.2)
+    wait_answered(server, "/api/demo/whoami")
     [access] = [
         r
         for r in server.log_records()
@@ -350,7 +369,7 @@ def test_every_log_line_is_json_and_access_is_logged_once(
     server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "1", "ACCESS_LOG": "true"}).start()
     server.wait_ready(workers=1)
     httpx.get(f"{server.url}/api/demo/whoami", headers={"X-Request-ID": "once-only-1234"})
-    time.sleep(0.2)
+    wait_answered(server, "/api/demo/whoami")
     lines = [line for line in server.log().splitlines() if line.strip()]
     assert all(line.startswith("{") for line in lines), lines
     assert sum("once-only-1234" in line for line in lines) == 1
@@ -365,7 +384,8 @@ def test_by_default_only_server_errors_get_an_app_access_line(
     server.wait_ready(workers=1)
     ok = httpx.get(f"{server.url}/api/demo/whoami", headers={"X-Request-ID": "quiet-ok-1234"})
     assert ok.status_code == 200
-    time.sleep(0.2)
+    # Past the moment its line would have been written: the absence below means something.
+    wait_answered(server, "/api/demo/whoami")
     assert not [r for r in server.log_records() if r.get("request_id") == "quiet-ok-1234"]
 
 
@@ -375,7 +395,7 @@ def test_text_log_format_for_development(gunicorn: type[Gunicorn], tmp_path: Pat
     ).start()
     server.wait_ready(workers=1)
     httpx.get(f"{server.url}/api/items", headers={"X-Request-ID": "text-line-1234"})
-    time.sleep(0.2)
+    wait_answered(server, "/api/items")
     [line] = [line for line in server.log().splitlines() if "text-line-1234" in line]
     assert "app.access: GET /api/items 200 request_id=text-line-1234" in line
     assert not line.startswith("{")
