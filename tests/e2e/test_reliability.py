@@ -113,6 +113,15 @@ def app_metric(container: str, name: str) -> float:
     return float(value)
 
 
+def alive(pid: int) -> bool:
+    """Whether a host process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def app_listens(container: str, port: int = 8000) -> bool:
     """Whether anything in the container listens on `port` (its /proc/net/tcp, state 0A)."""
     script = (
@@ -252,7 +261,8 @@ def test_worker_blocked_by_sync_code_is_killed_and_replaced(
 
     thread = threading.Thread(target=hang)
     thread.start()
-    time.sleep(1)
+    # The blocking request holds a worker (the scrape that reads the gauge is the other one).
+    wait_until(lambda: app_metric(app, "http_requests_in_progress") >= 2, 10, "block in flight")
     # Meanwhile the other worker serves new connections.
     during = [stack.get("/api/demo/whoami", timeout=20)[0] for _ in range(20)]
     thread.join(90)
@@ -305,7 +315,8 @@ def test_app_restart_and_crash_answer_json_errors_and_recover_without_nginx_rest
     nginx_started = docker("inspect", "-f", "{{.State.StartedAt}}", stack.container("nginx")).stdout
     restart = threading.Thread(target=lambda: stack.compose("restart", "app", timeout=120))
     restart.start()
-    time.sleep(0.5)
+    # The restart has begun (gunicorn got its SIGTERM): polling before it would see the old app.
+    wait_until(lambda: "Handling signal: term" in stack.logs("app"), 30, "restart began")
     recovered_restart, statuses_restart, bodies = _poll_until_ok(stack, 90)
     restart.join(120)
     for status, body in zip(statuses_restart, bodies, strict=True):
@@ -316,7 +327,7 @@ def test_app_restart_and_crash_answer_json_errors_and_recover_without_nginx_rest
     app = stack.container("app")
     pid = int(docker("inspect", "-f", "{{.State.Pid}}", app).stdout)
     os.kill(pid, signal.SIGKILL)
-    time.sleep(0.3)
+    wait_until(lambda: not alive(pid), 10, "the app's main process is gone")
     recovered_crash, statuses_crash, bodies = _poll_until_ok(stack, 90)
     for status, body in zip(statuses_crash, bodies, strict=True):
         assert status in {502, 503, 504}, status
