@@ -13,8 +13,8 @@ dev:           ## source mounted and reloaded, dependency changes rebuilt (compo
 test:          ## lint, type-check, unit, integration and end-to-end tests
 	./scripts/test
 
-print-config:  ## what gunicorn would run with, from your environment
-	.venv/bin/python -m app.server.config
+print-config:  ## what gunicorn would run with in the compose app container (app.env, its limits)
+	docker compose run --rm app print-config
 
 bench:         ## the benchmark vs its peers (~20 min): .reports/bench/, docs/benchmarks.md
 	./scripts/bench

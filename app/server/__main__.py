@@ -2,7 +2,9 @@
 
 1. Validate every variable first. gunicorn parses WEB_CONCURRENCY with int() when it is
    imported, before any config file runs, so `WEB_CONCURRENCY=lots gunicorn ...` would die with a
-   traceback; here it gets one line naming the variable.
+   traceback; here it gets one line naming the variable, and exit code 2. With
+   ON_CONFIG_ERROR=wait (docker-compose.yml sets it) the process prints the same line and then
+   waits to be stopped instead of exiting: see `wait_for_stop`.
 2. Run the pre-start hook (PRE_START_PATH, e.g. migrations) once, if the file exists.
 3. exec() gunicorn in this same process: gunicorn keeps the PID (1 in a container) and receives
    SIGTERM/SIGHUP directly, with no shell in between.
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess  # nosec B404 - runs the operator's own pre-start hook, no shell
 import sys
 from pathlib import Path
@@ -20,6 +23,25 @@ from app.server.config import main as print_config
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 CONFIG_FILE = PROJECT_DIR / "gunicorn.conf.py"
+# Read here, not by the settings model: it decides what happens when that model refuses the rest.
+ON_CONFIG_ERROR = "ON_CONFIG_ERROR"
+CONFIG_ERROR_EXIT = 2
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+
+
+def wait_for_stop(signals: frozenset[signal.Signals] = STOP_SIGNALS) -> int:
+    """Block until one of `signals` arrives; the configuration error's exit code.
+
+    A restart policy cannot leave out one exit code: `restart: unless-stopped` restarts a
+    container that exits 2 forever, and `on-failure:N` would also give up on a pre-start hook
+    waiting for a database, count crashes over the container's whole life, and not start the app
+    after a clean reboot. A container's environment cannot change while it exists, so restarting
+    it cannot fix its configuration: the process stays, restarts nothing, the healthcheck reports
+    the line, and `docker compose up` (which recreates the container) or `stop` ends it.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    signal.sigwait(signals)
+    return CONFIG_ERROR_EXIT
 
 
 def run_pre_start(hook: Path) -> int:
@@ -45,7 +67,15 @@ def main(argv: list[str]) -> int:
         settings, _ = load_settings(os.environ)
     except ConfigError as error:
         print(error, file=sys.stderr, flush=True)
-        return 2
+        if os.environ.get(ON_CONFIG_ERROR) == "wait":
+            print(
+                "not starting, and not exiting into a restart loop: fix the variable, then "
+                "`docker compose up -d` replaces this container",
+                file=sys.stderr,
+                flush=True,
+            )
+            return wait_for_stop()
+        return CONFIG_ERROR_EXIT
     hook_status = run_pre_start(PROJECT_DIR / settings.PRE_START_PATH)
     if hook_status != 0:
         return hook_status

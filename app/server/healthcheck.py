@@ -2,6 +2,8 @@
 
 For Docker's HEALTHCHECK, so the image needs no curl. Deliberately imports nothing heavy (it
 runs every few seconds): it reads BIND/PORT from the environment like the settings model does.
+Only when the probe fails does it load the settings, so a container waiting on a configuration
+error (ON_CONFIG_ERROR=wait) shows that error's line in `docker inspect`'s health log.
 """
 
 from __future__ import annotations
@@ -36,13 +38,29 @@ def _connection(env: dict[str, str]) -> http.client.HTTPConnection:
     )
 
 
+def _config_error(env: dict[str, str]) -> str | None:
+    from app.server.config import ConfigError, load_settings  # noqa: PLC0415 - failure path only
+
+    try:
+        load_settings(env)
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
 def main() -> int:
-    connection = _connection(dict(os.environ))
+    env = dict(os.environ)
+    try:
+        connection = _connection(env)
+    except ValueError:  # PORT=lots: the settings say it in their words
+        print(f"healthcheck: {_config_error(env)}", file=sys.stderr)
+        return 1
     try:
         connection.request("GET", PATH)
         status = connection.getresponse().status
     except OSError as error:
-        print(f"healthcheck: {PATH} unreachable: {error}", file=sys.stderr)
+        reason = _config_error(env) or f"{PATH} unreachable: {error}"
+        print(f"healthcheck: {reason}", file=sys.stderr)
         return 1
     finally:
         connection.close()

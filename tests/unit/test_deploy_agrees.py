@@ -142,3 +142,21 @@ def test_a_leaving_replica_stays_out_until_nginx_has_resolved_it_away() -> None:
     assert valid
     assert fail_timeout
     assert int(valid.group(1)) < int(fail_timeout.group(1))
+
+
+def test_the_app_listens_where_nginx_sends_from_one_compose_variable() -> None:
+    # PORT, HOST or BIND in app.env would move the app away from nginx's upstream (a healthy
+    # stack answering 502): compose sets all three, the port from the upstream's own variable.
+    services = compose()["services"]
+    app, upstream = services["app"]["environment"], services["nginx"]["environment"]
+    assert upstream["APP_UPSTREAM"] == f"app:{app['PORT']}"
+    assert app["PORT"] == "${APP_PORT:-8000}"
+    assert app["HOST"] == "0.0.0.0"  # nosec B104 - the container's own network
+    assert app["BIND"] == ""
+
+
+def test_a_configuration_error_in_compose_waits_instead_of_restarting_forever() -> None:
+    # restart: unless-stopped restarts an exit 2 forever; the entrypoint waits instead.
+    app = compose()["services"]["app"]
+    assert app["restart"] == "unless-stopped"
+    assert app["environment"]["ON_CONFIG_ERROR"] == "wait"
