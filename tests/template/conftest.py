@@ -13,8 +13,10 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from scripts import template_twins
 
@@ -111,6 +113,49 @@ def copy(
         cwd=destination.parent,
         check=check,
     )
+
+
+def answers_of(copy_root: Path) -> dict[str, str]:
+    loaded: dict[str, str] = yaml.safe_load((copy_root / ".copier-answers.yml").read_text())
+    return loaded
+
+
+def workflow_step(workflow: Path, job: str, step_id: str) -> dict[str, Any]:
+    """One step of a workflow, by its `id` or its `name`."""
+    jobs = yaml.safe_load(workflow.read_text())["jobs"]
+    for step in jobs[job]["steps"]:
+        if step_id in (step.get("id"), step.get("name")):
+            found: dict[str, Any] = step
+            return found
+    raise AssertionError(f"{workflow.name}: job {job} has no step {step_id}")
+
+
+def run_step(
+    step: Mapping[str, Any], cwd: Path, env: Mapping[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    """A workflow step's `run:` script with bash as GitHub runs it (-e, pipefail), its `env:`
+    given literally; returns the result and what it wrote to $GITHUB_OUTPUT."""
+    output = cwd / ".github-output"
+    output.unlink(missing_ok=True)
+    result = run(
+        "bash",
+        "--noprofile",
+        "--norc",
+        "-eo",
+        "pipefail",
+        "-c",
+        step["run"],
+        cwd=cwd,
+        check=False,
+        env={"GITHUB_OUTPUT": str(output), **(env or {})},
+    )
+    outputs = {}
+    if output.exists():
+        for line in output.read_text().splitlines():
+            key, _, value = line.partition("=")
+            outputs[key] = value
+        output.unlink()
+    return result, outputs
 
 
 def files_of(root: Path) -> set[str]:

@@ -7,9 +7,12 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
+from packaging.version import Version
 
-from tests.template.conftest import ROOT, run
+from scripts import template_twins
+from tests.template.conftest import ROOT, git, run, run_step, workflow_step
 
 BIN = Path(sys.executable).parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -95,3 +98,87 @@ def test_dependabot_bumps_the_python_base_of_the_app_and_the_peers_together() ->
         assert re.fullmatch(r"FROM python:[\w][\w.-]* AS base", first), (dockerfile, first)
     groups = [g for g in docker["groups"].values() if "python" in g["patterns"]]
     assert [g.get("group-by") for g in groups] == ["dependency-name"]
+
+
+def test_release_pushes_to_the_repository_the_production_overlay_pulls_from() -> None:
+    step = workflow_step(ROOT / ".github/workflows/release.yml", "publish", "registry")
+    result, outputs = run_step(step, ROOT)
+    assert result.returncode == 0, result.stderr
+    assert outputs == {"repository": template_twins.DEFAULTS["image_repository"], "host": "ghcr.io"}
+
+
+def test_release_refuses_an_overlay_without_one_repository_for_both_images(
+    tmp_path: Path,
+) -> None:
+    overlay = tmp_path / "deploy/k8s/overlays/production"
+    overlay.mkdir(parents=True)
+    text = (ROOT / "deploy/k8s/overlays/production/kustomization.yaml").read_text()
+    (overlay / "kustomization.yaml").write_text(text.replace("-nginx\n", "-edge\n"))
+    step = workflow_step(ROOT / ".github/workflows/release.yml", "publish", "registry")
+    result, outputs = run_step(step, tmp_path)
+    assert result.returncode != 0
+    assert "names no REPOSITORY-app and REPOSITORY-nginx images" in result.stdout
+    assert outputs == {}
+
+
+TAG_CHECK = "the tag is annotated, vMAJOR.MINOR.PATCH, on the default branch"
+
+
+@pytest.fixture(scope="module")
+def released_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the release workflow's checkout sees: a clone (fetch-depth 0) of a repository whose
+    main and side branches carry tags of every kind. Only ever in a throwaway directory."""
+    base = tmp_path_factory.mktemp("release-tags")
+    origin = base / "origin"
+    origin.mkdir()
+    git("init", "--quiet", "--initial-branch=main", cwd=origin)
+    for message in ("one", "two"):
+        git("commit", "--quiet", "--allow-empty", "-m", message, cwd=origin)
+    git("tag", "-a", "v1.2.3", "-m", "release", cwd=origin)
+    git("tag", "v1.2.4", cwd=origin)  # lightweight
+    for bad in ("v1.2", "v1.2.3rc1", "v01.2.3"):
+        git("tag", "-a", bad, "-m", "release", cwd=origin)
+    git("switch", "--quiet", "-c", "side", cwd=origin)
+    git("commit", "--quiet", "--allow-empty", "-m", "side", cwd=origin)
+    git("tag", "-a", "v1.3.0", "-m", "release", cwd=origin)
+    git("switch", "--quiet", "main", cwd=origin)
+    clone = base / "clone"
+    run("git", "clone", "--quiet", origin, clone, cwd=base)
+    return clone
+
+
+@pytest.mark.parametrize(
+    ("tag", "refusal"),
+    [
+        ("v1.2.3", None),
+        ("v1.2.4", "is a lightweight tag"),
+        ("v1.2", "is not vMAJOR.MINOR.PATCH"),
+        ("v1.2.3rc1", "is not vMAJOR.MINOR.PATCH"),
+        ("v01.2.3", "is not vMAJOR.MINOR.PATCH"),
+        ("v1.3.0", "is not on main"),
+    ],
+)
+def test_release_accepts_only_an_annotated_version_tag_on_the_default_branch(
+    released_clone: Path, tag: str, refusal: str | None
+) -> None:
+    step = workflow_step(ROOT / ".github/workflows/release.yml", "plan", TAG_CHECK)
+    assert step["env"] == {
+        "TAG": "${{ github.ref_name }}",
+        "DEFAULT_BRANCH": "${{ github.event.repository.default_branch }}",
+    }
+    result, _ = run_step(step, released_clone, {"TAG": tag, "DEFAULT_BRANCH": "main"})
+    if refusal is None:
+        assert result.returncode == 0, result.stdout + result.stderr
+    else:
+        assert result.returncode != 0
+        assert refusal in result.stdout, result.stdout
+
+
+def test_the_template_requires_at_most_the_copier_version_its_tests_run() -> None:
+    required = yaml.safe_load((ROOT / "copier.yml").read_text())["_min_copier_version"]
+    pinned = next(
+        spec.split("==")[1]
+        for spec in tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["dev"]
+        if spec.startswith("copier==")
+    )
+    assert Version(required) <= Version(pinned)
