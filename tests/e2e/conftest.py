@@ -11,6 +11,7 @@ import json
 import secrets
 import subprocess
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,9 +23,13 @@ import pytest
 from tests.docker import docker
 
 ROOT = Path(__file__).resolve().parents[2]
+# The project's name, read where it is written (pyproject.toml), never spelled in a test, so a
+# copy of the template needs no twin of its tests. docker-compose.yml names the images it builds
+# PROJECT-app and PROJECT-nginx.
+PROJECT: str = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"]
 TAG = "e2e"
-APP_IMAGE = f"fastapi-service-app:{TAG}"
-NGINX_IMAGE = f"fastapi-service-nginx:{TAG}"
+APP_IMAGE = f"{PROJECT}-app:{TAG}"
+NGINX_IMAGE = f"{PROJECT}-nginx:{TAG}"
 
 pytestmark = pytest.mark.e2e
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from bench.docker import docker
+from tests.docker import docker
 from tests.e2e.conftest import APP_IMAGE, ROOT, TAG, Stack
 from tests.e2e.load import LoadResult, _read_response, _request
 

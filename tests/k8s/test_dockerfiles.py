@@ -10,10 +10,11 @@ import pytest
 
 from tests.k8s.conftest import ROOT, environment_without_proxies, run
 
+# The benchmark's peers image is the template's alone: copies have no bench/.
+DOCKERFILES = ["Dockerfile", "deploy/nginx/Dockerfile", "bench/Dockerfile.peers"]
 
-@pytest.mark.parametrize(
-    "dockerfile", ["Dockerfile", "deploy/nginx/Dockerfile", "bench/Dockerfile.peers"]
-)
+
+@pytest.mark.parametrize("dockerfile", [d for d in DOCKERFILES if (ROOT / d).exists()])
 def test_dockerfile_passes_checkov_offline(dockerfile: str, checkov: Path) -> None:
     result = run(
         checkov,

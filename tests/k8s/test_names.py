@@ -5,6 +5,7 @@ services made from it can share a namespace without selecting each other's pods.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,11 @@ def test_every_object_takes_its_name_namespace_and_images_from_the_overlay(
         assert doc["metadata"]["labels"][NAME_LABEL] == service_name(overlay), doc["kind"]
     images = {entry["newName"] for entry in kustomization["images"]}
     deployment = only(manifests[overlay], "Deployment")
-    used = {c["image"].split(":")[0] for c in deployment["spec"]["template"]["spec"]["containers"]}
+    # The name without its tag: a registry may have a port (registry.example.com:5000/...).
+    used = {
+        re.sub(r":[^:/]+$", "", c["image"])
+        for c in deployment["spec"]["template"]["spec"]["containers"]
+    }
     assert used == images
     # What a reference points at was renamed with it (HTTPRoute: kustomizeconfig.yaml).
     route = only(manifests[overlay], "HTTPRoute")
