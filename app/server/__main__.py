@@ -23,7 +23,8 @@ from app.server.config import main as print_config
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 CONFIG_FILE = PROJECT_DIR / "gunicorn.conf.py"
-# Read here, not by the settings model: it decides what happens when that model refuses the rest.
+# Read raw here although the settings model declares it (and documents it): it decides what
+# happens when that model refuses the rest.
 ON_CONFIG_ERROR = "ON_CONFIG_ERROR"
 CONFIG_ERROR_EXIT = 2
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})

@@ -154,6 +154,15 @@ class ServerSettings(BaseSettings):
     )
 
     # --- Start-up ---------------------------------------------------------------------------
+    # Read from the environment by app/server/__main__.py before this model is validated (it
+    # decides what happens when validation fails); declared here so it is documented and checked.
+    ON_CONFIG_ERROR: Literal["exit", "wait"] = Field(
+        default="exit",
+        description="What the entrypoint does after printing the line that names a bad "
+        "variable: `exit` with code 2, or `wait` until it is stopped (compose sets it, so "
+        "`restart: unless-stopped` does not restart a container whose environment cannot "
+        "change; `docker compose up -d` replaces it).",
+    )
     PRE_START_PATH: Path = Field(
         default=Path("prestart.sh"),
         description="Hook run once per container before gunicorn starts (migrations and the "

@@ -63,6 +63,7 @@ def test_a_bad_variable_is_one_line_after_the_readmes_up_and_never_restarts(
     assert logs[0] == BAD_LINE
     # Printed once: the container waits to be replaced instead of exiting into a restart loop.
     assert logs.count(BAD_LINE) == 1, logs
+    assert "Traceback" not in logs
     container = stack.container("app")
     state = json.loads(docker("inspect", container).stdout)[0]
     assert state["RestartCount"] == 0
