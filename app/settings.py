@@ -14,7 +14,10 @@ class AppSettings(BaseSettings):
     )
 
     APP_NAME: str = Field(
-        default="fastapi-service", min_length=1, description="Service name in the OpenAPI title."
+        # On its own line: a copy puts its project name here, up to 57 characters.
+        default="fastapi-service",
+        min_length=1,
+        description="Service name in the OpenAPI title.",
     )
     APP_VERSION: str = Field(
         default="0.1.0",

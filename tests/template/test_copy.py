@@ -313,15 +313,7 @@ def test_a_backend_subnet_that_would_trust_too_much_is_refused(
     "which",
     [
         "default",
-        pytest.param(
-            "unusual",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="app/settings.py's APP_NAME line is 98 characters with the default slug, so "
-                "a slug over 17 characters puts it past ruff's 100 (E501): split that Field call "
-                "over lines (app/ is not this change's to edit)",
-            ),
-        ),
+        "unusual",
     ],
 )
 def test_copys_own_lint_and_type_check_pass(
