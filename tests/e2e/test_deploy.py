@@ -534,9 +534,12 @@ def test_nginx_attempts_are_read_from_its_access_line() -> None:
     assert deploy.last_refused(records, "10.0.0.5") == 2.0, "a 503 is a failed attempt too"
 
 
-def test_deploy_knows_how_long_nginx_leaves_an_address_out_and_lists_a_gone_one() -> None:
-    # The drain times a container's exit by these: nginx's fail_timeout and resolver valid=.
+def test_deploy_knows_how_nginx_leaves_addresses_out_lists_gone_ones_and_retries() -> None:
+    # The deploy times a container's exit by nginx's fail_timeout and resolver valid=, and
+    # starts and stops fewer containers at once than nginx tries addresses for a request.
     template = (ROOT / "deploy/nginx/templates/default.conf.template").read_text()
+    tries = re.search(r"proxy_next_upstream_tries (\d+);", template)
+    assert tries is not None
     fail_timeout = re.search(r"server \$\{APP_UPSTREAM\} resolve .*fail_timeout=(\d+)s", template)
     valid = re.search(r"resolver \$\{NGINX_RESOLVER\} valid=(\d+)s;", template)
     assert fail_timeout is not None
@@ -545,3 +548,5 @@ def test_deploy_knows_how_long_nginx_leaves_an_address_out_and_lists_a_gone_one(
     assert int(fail_timeout.group(1)) == deploy.NGINX_FAIL_TIMEOUT_S
     assert int(valid.group(1)) == deploy.NGINX_RESOLVE_S
     assert deploy.SAFE_EXIT_S < deploy.NGINX_FAIL_TIMEOUT_S - deploy.NGINX_RESOLVE_S
+    assert int(tries.group(1)) == deploy.NGINX_TRIES
+    assert deploy.AT_ONCE < deploy.NGINX_TRIES
