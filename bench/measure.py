@@ -32,7 +32,7 @@ from bench.variants import (
     Variant,
     start,
 )
-from bench.wrk import ENDPOINTS, poll_command, run_wrk, wait_ready
+from bench.wrk import CLIENT_SCRIPT, ENDPOINTS, parse, poll_command, run_wrk, wait_ready
 
 Point = tuple[str, int]  # (endpoint name, connections)
 
@@ -538,28 +538,97 @@ def _healthy(container: str) -> bool:
     return status.stdout.strip() == "healthy"
 
 
-def disruption(ctx: Context, seconds: float, connections: int) -> dict[str, Any]:
-    """Section 7: failed requests under a steady bounded load (wrk, `connections` connections,
-    through nginx on the compose network) while the stack is reloaded, shrunk or replaced."""
-    events: dict[str, list[dict[str, Any]]] = {}
-    env_dir = Path(tempfile.mkdtemp(prefix="bench-env-"))
+def _wrk_around(
+    ctx: Context,
+    url: str,
+    connections: int,
+    action: Callable[[], object],
+    *,
+    lead: float,
+    tail: float,
+    limit: float,
+) -> tuple[dict[str, Any], float]:
+    """wrk from the client container from `lead` seconds before `action` until `tail` seconds
+    after it returns, however long it takes (wrk stops on SIGINT and reports as at the end of
+    -d; `limit` bounds it anyway); the figures and the action's seconds."""
+    command = (
+        f"echo $$; exec wrk -t{min(2, connections)} -c{connections} -d{limit:g}s --timeout 10s "
+        f"-s {CLIENT_SCRIPT} {url.rstrip('/')}{ENDPOINTS['json'].path}"
+    )
+    wrk = subprocess.Popen(
+        ["docker", "exec", ctx.client, "sh", "-c", command], stdout=subprocess.PIPE, text=True
+    )
+    pid = (wrk.stdout.readline() if wrk.stdout else "").strip()
+    try:
+        time.sleep(lead)
+        began = time.monotonic()
+        action()
+        took = time.monotonic() - began
+        time.sleep(tail)
+    finally:
+        if pid.isdigit():
+            docker("exec", ctx.client, "sh", "-c", f"kill -INT {pid}", check=False)
+        stdout, _ = wrk.communicate(timeout=limit + 60)
+    return parse(stdout), took
 
-    def under_load(project: str, name: str, action: Callable[[], object]) -> None:
+
+@dataclass
+class _Disruption:
+    ctx: Context
+    seconds: float
+    connections: int
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def under_load(
+        self,
+        project: str,
+        name: str,
+        action: Callable[[], object],
+        steady: dict[str, Any] | None,
+        *,
+        around: bool = False,
+    ) -> dict[str, Any]:
+        """wrk through nginx while `action` runs; `steady`: the same stack's run with no event.
+        `around`: the load lasts from seconds/3 before the action until seconds/3 after it ends
+        (a deploy takes longer than the others); else `seconds`, with the action at seconds/3."""
+        ctx, seconds = self.ctx, self.seconds
         network = f"{project}_backend"
         docker("network", "connect", network, ctx.client)
         try:
-            timer = threading.Timer(seconds / 3, action)
-            timer.start()
-            result = run_wrk(ctx.client, "http://nginx:8080", ENDPOINTS["json"], connections,
-                             seconds)  # fmt: skip
-            timer.join(timeout=120)
+            if around:
+                result, took = _wrk_around(
+                    ctx, "http://nginx:8080", self.connections, action,
+                    lead=seconds / 3, tail=seconds / 3, limit=300,
+                )  # fmt: skip
+            else:
+                timed: list[float] = []
+
+                def fire() -> None:
+                    began = time.monotonic()
+                    action()
+                    timed.append(time.monotonic() - began)
+
+                timer = threading.Timer(seconds / 3, fire)
+                timer.start()
+                result = run_wrk(ctx.client, "http://nginx:8080", ENDPOINTS["json"],
+                                 self.connections, seconds)  # fmt: skip
+                timer.join(timeout=300)
+                took = timed[0] if timed else 0.0
         finally:
             docker("network", "disconnect", "-f", network, ctx.client, check=False)
-        events.setdefault(name, []).append(result)
-        ctx.log(f"  {name}: {result['requests']} requests, {result['failures']} failed")
+        result["event_s"] = round(took, 2)
+        if steady is not None and steady["p99_ms"]:
+            result["steady_p99_ms"] = steady["p99_ms"]
+            result["p99_vs_steady"] = round(result["p99_ms"] / steady["p99_ms"], 2)
+        self.events.setdefault(name, []).append(result)
+        ctx.log(f"  {name}: {result['requests']} requests, {result['failures']} failed, "
+                f"p99 {result['p99_ms']:.1f} ms, event {took:.1f}s")  # fmt: skip
+        return result
 
-    try:
-        # One replica: SIGHUP reload, then `docker compose up -d` replacing the app container.
+    def one_replica(self, env_dir: Path) -> None:
+        """No event, SIGHUP reload, `docker compose up -d` replacing the app container, and
+        ./scripts/deploy replacing it, each of the last two after the app's env file changed."""
+        ctx = self.ctx
         env_file = env_dir / "app.env"
         env_file.write_text("BENCH_GENERATION=0\n")
         env = _compose_env(ctx, _free_port(), {"APP_ENV_FILE": str(env_file)})
@@ -568,11 +637,10 @@ def disruption(ctx: Context, seconds: float, connections: int) -> dict[str, Any]
         for rep in range(ctx.reps):
             if rep and ctx.out_of_time():
                 break
-            under_load(
-                project,
-                "sighup",
-                partial(docker, "compose", "-p", project, "kill", "-s", "SIGHUP", "app", env=env),
-            )
+            steady = self.under_load(project, "steady", lambda: None, None)
+            sighup = partial(docker, "compose", "-p", project, "kill", "-s", "SIGHUP", "app",
+                             env=env)  # fmt: skip
+            self.under_load(project, "sighup", sighup, steady)
             time.sleep(2)
 
             def replace_app(rep: int = rep) -> None:
@@ -580,42 +648,71 @@ def disruption(ctx: Context, seconds: float, connections: int) -> dict[str, Any]
                 docker("compose", "-p", project, "up", "-d", "--no-build", "app", env=env,
                        timeout=120)  # fmt: skip
 
-            under_load(project, "compose-up-replace", replace_app)
+            self.under_load(project, "compose-up-replace", replace_app, steady)
             wait_for(lambda: _healthy(_compose_container(project, env, "app", 0)), 60)
+
+            def deploy_app(rep: int = rep) -> None:
+                env_file.write_text(f"BENCH_GENERATION={rep + 1}-deployed\n")
+                deployed = subprocess.run(
+                    [str(ROOT / "scripts" / "deploy"), "-p", project, "--no-build", "--no-pull"],
+                    cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+                    timeout=300, check=False,
+                )  # fmt: skip
+                if deployed.returncode != 0:
+                    raise RuntimeError(f"scripts/deploy failed:\n{deployed.stdout}")
+
+            self.under_load(project, "deploy", deploy_app, steady, around=True)
         docker("compose", "-p", project, "down", "-v", "-t", "5", env=env, check=False)
 
-        # Three replicas: one stopped as compose stops it (SIGTERM, 30 s grace).
-        env3 = _compose_env(ctx, _free_port())
-        project3 = ctx.run.compose_project("events3", env3)
-        docker("compose", "-p", project3, "up", "-d", "--no-build", "--wait", "--scale",
-               "app=3", env=env3, timeout=240)  # fmt: skip
+    def three_replicas(self) -> None:
+        """No event, and one replica stopped as compose stops it (SIGTERM, 30 s grace)."""
+        ctx = self.ctx
+        env = _compose_env(ctx, _free_port())
+        project = ctx.run.compose_project("events3", env)
+        docker("compose", "-p", project, "up", "-d", "--no-build", "--wait", "--scale",
+               "app=3", env=env, timeout=240)  # fmt: skip
         for rep in range(ctx.reps):
             if rep and ctx.out_of_time():
                 break
-            victim = _compose_container(project3, env3, "app", rep % 3)
-            under_load(
-                project3, "stop-one-of-3", partial(docker, "stop", "-t", "30", victim, timeout=60)
-            )
+            steady = self.under_load(project, "steady-3", lambda: None, None)
+            victim = _compose_container(project, env, "app", rep % 3)
+            stop = partial(docker, "stop", "-t", "30", victim, timeout=60)
+            self.under_load(project, "stop-one-of-3", stop, steady)
             docker("start", victim)
             wait_for(partial(_healthy, victim), 60)
-        docker("compose", "-p", project3, "down", "-v", "-t", "5", env=env3, check=False)
-    finally:
-        shutil.rmtree(env_dir, ignore_errors=True)
+        docker("compose", "-p", project, "down", "-v", "-t", "5", env=env, check=False)
 
-    return {
-        "connections": connections,
-        "seconds": seconds,
-        "rows": [
+    def rows(self) -> list[dict[str, Any]]:
+        def summary(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
+            return stats.summary([r[key] for r in runs if key in r])
+
+        return [
             {
                 "event": name,
-                "failures": stats.summary([r["failures"] for r in runs]),
+                "failures": summary(runs, "failures"),
                 "failed_fraction": stats.summary(
                     [r["failures"] / max(1, r["requests"]) for r in runs]
                 ),
-                "requests": stats.summary([r["requests"] for r in runs]),
-                "p99_ms": stats.summary([r["p99_ms"] for r in runs]),
+                "requests": summary(runs, "requests"),
+                "p99_ms": summary(runs, "p99_ms"),
+                "steady_p99_ms": summary(runs, "steady_p99_ms"),
+                "p99_vs_steady": summary(runs, "p99_vs_steady"),
+                "event_s": summary(runs, "event_s"),
                 "runs": runs,
             }
-            for name, runs in events.items()
-        ],
-    }
+            for name, runs in self.events.items()
+        ]
+
+
+def disruption(ctx: Context, seconds: float, connections: int) -> dict[str, Any]:
+    """Section 7: failed requests and p99 under a steady bounded load (wrk, `connections`
+    connections, through nginx on the compose network) while the stack is reloaded, shrunk or
+    replaced, beside the same load with no event (`steady`: each stack, each repetition)."""
+    measured = _Disruption(ctx, seconds, connections)
+    env_dir = Path(tempfile.mkdtemp(prefix="bench-env-"))
+    try:
+        measured.one_replica(env_dir)
+        measured.three_replicas()
+    finally:
+        shutil.rmtree(env_dir, ignore_errors=True)
+    return {"connections": connections, "seconds": seconds, "rows": measured.rows()}

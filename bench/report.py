@@ -404,20 +404,29 @@ def render(  # noqa: PLR0912, PLR0915
 
     if "disruption" in results:
         section = results["disruption"]
+        third = section["seconds"] / 3
         out += [
-            "## 7. Failed requests during reloads, stops and replacements",
+            "## 7. Failed requests during reloads, stops, replacements and deploys",
             "",
             f"docker-compose.yml as shipped (rate limit raised); wrk with "
-            f"{section['connections']} connections for {section['seconds']:g} s through nginx "
-            "on the compose network; the event fires a third of the way in. `sighup`: "
-            "`docker compose kill -s SIGHUP app`. `compose-up-replace`: `docker compose up -d "
-            "app` after the app's env file changed (compose recreates the container). "
-            "`stop-one-of-3`: with `--scale app=3`, one replica stopped as compose stops it "
-            "(`docker stop -t 30`: SIGTERM, then the grace period).",
+            f"{section['connections']} connections through nginx on the compose network, for "
+            f"{section['seconds']:g} s with the event {third:g} s in, or (`deploy`) from "
+            f"{third:g} s before the event until {third:g} s after it ended. `steady`: the same "
+            "load and no event, on the same stack in the same repetition; `p99 / steady` divides "
+            "by that repetition's steady p99. `sighup`: `docker compose kill -s SIGHUP app`. "
+            "`compose-up-replace`: `docker compose up -d app` after the app's env file changed "
+            "(compose recreates the container). `deploy`: `./scripts/deploy --no-build "
+            "--no-pull` after the env file changed (new containers beside the old, old ones "
+            "drained once nginx sends to the new). `stop-one-of-3`: with `--scale app=3`, one "
+            "replica stopped as compose stops it (`docker stop -t 30`: SIGTERM, then the grace "
+            "period). `event s`: how long the event's command took.",
             "",
         ]
         out += _table(
-            ["event", "failed requests", "failed fraction", "requests", "p99 ms"],
+            [
+                "event", "failed requests", "failed fraction", "requests", "p99 ms",
+                "steady p99 ms", "p99 / steady", "event s",
+            ],
             [
                 [
                     r["event"],
@@ -425,10 +434,13 @@ def render(  # noqa: PLR0912, PLR0915
                     _range(r["failed_fraction"], 4),
                     _range(r["requests"]),
                     _range(r["p99_ms"], 1),
+                    _range(r.get("steady_p99_ms", {}), 1),
+                    _ratio(r.get("p99_vs_steady", {})),
+                    "-" if r["event"].startswith("steady") else _range(r.get("event_s", {}), 1),
                 ]
                 for r in section["rows"]
             ],
-        )
+        )  # fmt: skip
 
     if before is not None and "throughput" in before and "throughput" in results:
         out += [

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import report
 from bench.docker import docker
 from tests.e2e.conftest import ROOT, TAG
 
@@ -54,3 +55,45 @@ def test_quick_run_of_two_variants_writes_results_and_plots(images: None, tmp_pa
             if ids:
                 docker(kind, "rm", *ids, check=False)
     assert not leftovers, "the harness left containers behind"
+
+
+def test_report_shows_each_disruption_beside_the_steady_p99_of_its_run() -> None:
+    # A published run's page header (its meta), and section 7 as measure.disruption returns it.
+    meta = json.loads((ROOT / "docs" / "bench" / "results.json").read_text())["meta"]
+
+    def summary(value: float) -> dict[str, float]:
+        return {"median": value, "min": value, "max": value, "n": 1}
+
+    def row(
+        event: str, failures: int, p99: float, steady: float | None, took: float
+    ) -> dict[str, object]:
+        figures: dict[str, object] = {
+            "event": event,
+            "failures": summary(failures),
+            "failed_fraction": summary(failures / 1000),
+            "requests": summary(1000),
+            "p99_ms": summary(p99),
+            "event_s": summary(took),
+        }
+        if steady is not None:
+            figures["steady_p99_ms"] = summary(steady)
+            figures["p99_vs_steady"] = summary(round(p99 / steady, 2))
+        return figures
+
+    section = {
+        "connections": 8,
+        "seconds": 12.0,
+        "rows": [
+            row("steady", 0, 5.0, None, 0.0),
+            row("compose-up-replace", 138, 900.0, 5.0, 1.1),
+            row("deploy", 0, 9.0, 5.0, 9.5),
+        ],
+    }
+    page = report.render({"meta": meta, "disruption": section}, None)
+    lines = page.splitlines()
+    header = "| event | failed requests | failed fraction | requests | p99 ms | steady p99 ms |"
+    assert any(line.startswith(header) for line in lines)
+    assert "| steady | 0 | 0.0000 | 1000 | 5.0 | - | - | - |" in lines
+    assert "| deploy | 0 | 0.0000 | 1000 | 9.0 | 5.0 | 1.80x | 9.5 |" in lines
+    assert "| compose-up-replace | 138 | 0.1380 | 1000 | 900.0 | 5.0 | 180.00x | 1.1 |" in lines
+    assert "from 4 s before the event until 4 s after it ended" in page
