@@ -1,11 +1,14 @@
 # Shortcuts; each target is one command you can also type yourself.
-.PHONY: up down test print-config dev bench bench-quick
+.PHONY: up down test print-config dev deploy bench bench-quick
 
 up:            ## the stack on one host: nginx -> app, at http://127.0.0.1:8080
 	docker compose up --build
 
 down:
 	docker compose down -v
+
+deploy:        ## a new version with no failed request: build, start beside the old, drain it
+	./scripts/deploy
 
 dev:           ## source mounted and reloaded, dependency changes rebuilt (compose watch), /docs on
 	docker compose -f docker-compose.yml -f docker-compose.dev.yml up --build --watch

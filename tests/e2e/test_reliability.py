@@ -224,9 +224,14 @@ def test_sigkilled_worker_under_load_is_replaced_and_nginx_retries(
     total = LoadResult()
     replaced_after: list[float] = []
     for round_ in range(KILL_ROUNDS):
+        # A worker killed while writing a response cuts that one response: nginx has passed its
+        # status line on and cannot retry it, so the client's kept-alive connection closes
+        # mid-answer (load.py retries it as a stale connection). At most one per kill is
+        # explained (1 to 4 in 10 kills were seen); any beyond count as failed.
         thread, holder = background_load(
-            stack, "/api/demo/wait?ms=20", connections=40, duration=5, max_requests=100_000
-        )
+            stack, "/api/demo/wait?ms=20", connections=40, duration=5, max_requests=100_000,
+            allowed_stale_retries=1,
+        )  # fmt: skip
         time.sleep(2)
         victim = in_container_workers(app)[round_ % 2]
         killed_at = time.monotonic()
