@@ -249,7 +249,6 @@ def test_unusual_copy_names_its_project_images_and_title_after_the_answers(
     assert f"name: {slug}\n" in read("docker-compose.yml")
     assert f"${{APP_IMAGE:-{slug}-app}}" in read("docker-compose.yml")
     assert f"${{NGINX_IMAGE:-{slug}-nginx}}" in read("docker-compose.yml")
-    assert f"APP_IMAGE={slug}-app\n" in read(".env.example")
     assert f'org.opencontainers.image.title="{slug}"' in read("Dockerfile")
     assert f'default="{slug}"' in read("app/settings.py")
     assert read("README.md").startswith(f"# {UNUSUAL_ANSWERS['project_name']}\n")
