@@ -82,7 +82,30 @@ def _start_all(
             logs = docker("logs", "--tail", "30", server.server, check=False)
             raise RuntimeError(f"{name} did not start:\n{logs.stdout}\n{logs.stderr}") from None
         server.workers = server_processes(server.server)
+        if server.variant.is_template and server.variant.via != "nginx-unix":
+            _check_metrics_as_shipped(server.server, server.workers - 1)
     return started
+
+
+# Run in the template's container: its own /metrics, which must be prometheus-client's
+# multiprocess view (summed over every worker). An empty page once hid that every published
+# figure was measured with the metrics in single-process mode.
+_WORKERS_IN_METRICS = """
+import re, sys, urllib.request
+page = urllib.request.urlopen("http://127.0.0.1:8000/metrics", timeout=5).read().decode()
+found = re.search(r"^app_workers ([0-9.e+]+)$", page, re.M)
+print(float(found.group(1)) if found else "none")
+"""
+
+
+def _check_metrics_as_shipped(container: str, workers: int) -> None:
+    seen = ""
+    for _ in range(50):  # workers report themselves once their app has started: a few seconds
+        seen = docker("exec", container, "python", "-c", _WORKERS_IN_METRICS).stdout.strip()
+        if seen != "none" and float(seen) == workers:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{container}: /metrics reports app_workers {seen}, expected {workers}")
 
 
 def server_processes(container: str) -> int:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import stats
 from bench.docker import ROOT
 
 DOCS = ROOT / "docs"
@@ -85,8 +86,15 @@ def _load_table(results: dict[str, Any], section: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _verdict(mine: dict[str, float], theirs: dict[str, float], higher: str, lower: str) -> str:
+    side = stats.separation(mine, theirs)
+    return {1: higher, -1: lower}.get(side, "no claim: ranges overlap")
+
+
 def _template_vs_peers(results: dict[str, Any], template: str) -> list[list[str]]:
-    """Template (one variant) against each peer, per point: req/s and p99 as template/peer."""
+    """Template (one variant) against each peer, per point: req/s and p99 as template/peer
+    (medians), each with the claim the repetitions allow: a win or a loss only where the two
+    servers' ranges over the repetitions do not overlap."""
     section = results["throughput"]
     grouped = _rows_by_point(section)
     table = []
@@ -103,7 +111,9 @@ def _template_vs_peers(results: dict[str, Any], template: str) -> list[list[str]
                     f"{point[0]} c={point[1]}",
                     _label(results, name),
                     f"{mine['rps']['median'] / max(row['rps']['median'], 1e-9):.2f}x",
+                    _verdict(mine["rps"], row["rps"], "template serves more", "peer serves more"),
                     f"{mine['p99_ms']['median'] / max(row['p99_ms']['median'], 1e-9):.2f}x",
+                    _verdict(mine["p99_ms"], row["p99_ms"], "peer's p99 lower", "template's lower"),
                 ]
             )
     return table
@@ -277,9 +287,19 @@ def render(  # noqa: PLR0912, PLR0915
             table = _template_vs_peers(results, template)
             if table:
                 out += [f"### {_label(results, template)} against each peer", ""]
+                claims = [row for row in table if not row[3].startswith("no claim")]
+                claims += [row for row in table if not row[5].startswith("no claim")]
+                out += [
+                    f"Ratios are of medians. A row claims a win or a loss only where the two "
+                    f"servers' [min-max] ranges over the repetitions do not overlap: "
+                    f"{len(claims)} of {2 * len(table)} comparisons here.",
+                    "",
+                ]
                 out += _table(
-                    ["point", "peer", "req/s, template / peer", "p99, template / peer"], table
-                )
+                    ["point", "peer", "req/s, template / peer", "req/s", "p99, template / peer",
+                     "p99"],
+                    table,
+                )  # fmt: skip
 
     if "quota" in results:
         section = results["quota"]

@@ -23,3 +23,16 @@ def ratios(values: Sequence[float], baseline: Sequence[float]) -> dict[str, floa
     """Per-repetition ratio value/baseline, summarised; repetitions pair up by index."""
     paired = [value / base for value, base in zip(values, baseline, strict=False) if base]
     return summary(paired)
+
+
+def separation(a: dict[str, float], b: dict[str, float]) -> int:
+    """+1 if every repetition of `a` is above every repetition of `b`, -1 if below, 0 if their
+    [min-max] ranges overlap or either has fewer than 2 repetitions: a difference inside the
+    noise of repeated rounds is no claim (one server's p99 varies several-fold between rounds)."""
+    if min(a.get("n", 0), b.get("n", 0)) < 2:
+        return 0
+    if a["min"] > b["max"]:
+        return 1
+    if a["max"] < b["min"]:
+        return -1
+    return 0
