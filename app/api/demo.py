@@ -7,6 +7,7 @@ bounded so it cannot pin a connection for longer than nginx would wait anyway.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import socket
 import time
@@ -59,3 +60,16 @@ async def echo(websocket: WebSocket) -> None:
             await websocket.send_text(await websocket.receive_text())
     except WebSocketDisconnect:
         return
+
+
+@router.post("/upload", name="upload")
+async def upload(request: Request) -> dict[str, int | str]:
+    """Reads the request body as it arrives and answers with its size and SHA-256: what reached
+    the app, byte for byte. Nothing is kept, so any size costs one chunk of memory; nginx sets
+    the largest (client_max_body_size)."""
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in request.stream():
+        digest.update(chunk)
+        size += len(chunk)
+    return {"bytes": size, "sha256": digest.hexdigest()}
