@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from starlette.formparsers import MultiPartParser
 
 from app.server.settings import ServerSettings
 
@@ -161,3 +162,117 @@ def test_a_configuration_error_in_compose_waits_instead_of_restarting_forever() 
     app = compose()["services"]["app"]
     assert app["restart"] == "unless-stopped"
     assert app["environment"]["ON_CONFIG_ERROR"] == "wait"
+
+
+# Body sizes: deploy/nginx/nginx.conf states the rule, these read every size it relates.
+SIZE_DIRECTIVES = (
+    "client_max_body_size",
+    "client_body_buffer_size",
+    "proxy_buffer_size",
+    "proxy_buffers",
+    "proxy_max_temp_file_size",
+    "limit_conn",
+)
+MIB = 1024 * 1024
+UNITS = {"": 1, "k": 1024, "m": MIB, "Ki": 1024, "Mi": MIB}
+
+
+def size_bytes(value: str) -> int:
+    """nginx's 64k / 1m, Docker's tmpfs 64m and Kubernetes' 64Mi (all binary units)."""
+    match = re.fullmatch(r"(\d+)(k|m|Ki|Mi)?", value)
+    assert match, value
+    return int(match.group(1)) * UNITS[match.group(2) or ""]
+
+
+def nginx_conf() -> str:
+    return (ROOT / "deploy/nginx/nginx.conf").read_text()
+
+
+def nginx_size(directive: str) -> int:
+    found = re.findall(rf"^\s*{directive} (\w+);", nginx_conf(), re.M)
+    assert len(found) == 1, f"{directive} is set once in nginx.conf: {found}"
+    return size_bytes(found[0])
+
+
+def uploads_limit() -> int:
+    found = re.findall(r"^\s*limit_conn uploads (\d+);", nginx_conf(), re.M)
+    assert len(found) == 1, found
+    return int(found[0])
+
+
+def nginx_tmp_sizes() -> dict[str, int]:
+    """The /tmp nginx writes bodies to: compose's tmpfs and the pod's emptyDir."""
+    [compose_tmp] = [
+        mount for mount in compose()["services"]["nginx"]["tmpfs"] if mount.startswith("/tmp:")
+    ]
+    [deployment] = [
+        doc
+        for doc in yaml.safe_load_all((ROOT / "deploy/k8s/base/deployment.yaml").read_text())
+        if doc and doc["kind"] == "Deployment"
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    [nginx] = [c for c in pod["containers"] if c["name"] == "nginx"]
+    [volume_name] = [m["name"] for m in nginx["volumeMounts"] if m["mountPath"] == "/tmp"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == volume_name]
+    assert volume["emptyDir"]["medium"] == "Memory"
+    [compose_size] = re.findall(r"size=(\w+)", compose_tmp)
+    return {
+        "compose": size_bytes(compose_size),
+        "kubernetes": size_bytes(volume["emptyDir"]["sizeLimit"]),
+    }
+
+
+def test_body_and_buffer_sizes_are_set_in_nginx_conf_alone() -> None:
+    # One place: a size in the server template would override nginx.conf's for its server
+    # (or location), and the rule below would check the wrong figure.
+    template = nginx_template()
+    for directive in SIZE_DIRECTIVES:
+        assert not re.search(rf"^\s*{directive}\s", template, re.M), directive
+    assert nginx_size("proxy_max_temp_file_size") == 0, "responses never spill to /tmp"
+    # A response gets as much memory as a request body before it waits for the client.
+    [(count, size)] = re.findall(r"^\s*proxy_buffers (\d+) (\w+);", nginx_conf(), re.M)
+    assert int(count) * size_bytes(size) == nginx_size("client_body_buffer_size")
+    # The paths nginx writes temp files to are the /tmp mount's, not the read-only image's.
+    for temp_path in re.findall(r"^\s*\w+_temp_path (\S+);", nginx_conf(), re.M):
+        assert temp_path.startswith("/tmp/"), temp_path
+    assert len(re.findall(r"^\s*\w+_temp_path ", nginx_conf(), re.M)) == 5
+
+
+def test_nginx_tmp_holds_every_body_it_lets_spill_at_once() -> None:
+    # The rule nginx.conf states: /tmp >= uploads x client_max_body_size + 1m (pid, headroom).
+    needed = uploads_limit() * nginx_size("client_max_body_size") + MIB
+    sizes = nginx_tmp_sizes()
+    assert sizes["compose"] == sizes["kubernetes"], sizes
+    assert sizes["compose"] >= needed, (sizes, needed)
+
+
+def spilled_body_map() -> tuple[str, str]:
+    """The map that picks the bodies limit_conn counts: its source string and its regex."""
+    block = re.search(r'^\s*map "([^"]+)" \$spilled_body \{(.*?)^\s*\}', nginx_conf(), re.S | re.M)
+    assert block, "nginx.conf maps requests to $spilled_body"
+    [regex] = re.findall(r'"~(.*)"\s+"";', block[2])
+    assert re.search(r'^\s*",",?\s+"";', block[2], re.M), "a request with no body is not counted"
+    assert re.search(r'^\s*default\s+"\w+";', block[2], re.M), "every other one is, one key"
+    assert re.search(r"^\s*limit_conn_zone \$spilled_body zone=uploads:", nginx_conf(), re.M)
+    return block[1], regex
+
+
+def test_uploads_counts_exactly_the_bodies_that_spill() -> None:
+    # nginx keeps a body of up to client_body_buffer_size in memory: the map's regex must pass
+    # (leave uncounted) exactly those lengths, so small JSON bodies never meet the limit and
+    # every larger one does. Python's re and nginx's PCRE agree on this plain a regex.
+    source, regex = spilled_body_map()
+    assert source == "$http_content_length,$http_transfer_encoding"
+    buffer = nginx_size("client_body_buffer_size")
+    fits = re.compile(regex)
+    for length in range(0, 2 * buffer + 2):
+        assert bool(fits.fullmatch(f"{length},")) == (length <= buffer), length
+    for spilled in (nginx_size("client_max_body_size"), 10 * MIB, 10**12):
+        assert not fits.fullmatch(f"{spilled},")
+    assert not fits.fullmatch(",chunked"), "a chunked body's length is unknown: counted"
+
+
+def test_a_body_nginx_accepts_never_spills_to_the_apps_tmp() -> None:
+    # Starlette keeps an uploaded file in memory up to its spool size: with nginx's body limit
+    # within it, no upload lands on the app's /tmp, which then holds only metrics files.
+    assert nginx_size("client_max_body_size") <= MultiPartParser.spool_max_size
