@@ -5,7 +5,8 @@ RequestContext: takes the X-Request-ID nginx generated (or the client's, if well
 makes one; puts it in the log context and on the response. Then times the request, counts it
 for Prometheus by route *template* (so `/api/items/1` and `/api/items/2` are one series and a
 scan of random paths cannot explode the label set), and writes the access line: for every
-request with ACCESS_LOG on, for server errors (500+, at WARNING) always.
+request with ACCESS_LOG on, for server errors (500+, at WARNING) always. An exception the app
+lets escape is logged here with its traceback and answered here with the 500 (see below).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 import uuid
 from typing import Any
 
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
@@ -27,6 +29,7 @@ REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{8,128}$")
 
 access_log = logging.getLogger(ACCESS_LOGGER)
+error_log = logging.getLogger("app")
 # Probes and scrapes arrive every few seconds from the orchestrator and Prometheus: counted in
 # the metrics, but logged only when they fail, so the access log stays about users.
 QUIET_WHEN_OK = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -51,12 +54,13 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500  # what the client gets if the app raises before answering
+        started_response = False
         header_value = request_id.encode()
 
         async def send_with_request_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started_response = message["status"], True
                 headers = [
                     (k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER
                 ]
@@ -67,6 +71,24 @@ class RequestContextMiddleware:
         metrics.IN_PROGRESS.inc()
         try:
             await self.app(scope, receive, send_with_request_id)
+        except Exception:
+            # Answered here, not by Starlette's ServerErrorMiddleware: that one wraps every user
+            # middleware, so its 500 would never pass through send_with_request_id (no
+            # X-Request-ID), and the server's "Exception in ASGI application" line comes after
+            # the request id is reset. Here the traceback is logged with the id, and the 500 (the
+            # same text Starlette sends) carries it. Not re-raised: the server would log the
+            # traceback again, id-less, and close a kept-alive connection that is fine. (So an
+            # app-wide handler for Exception or 500 never runs: handle specific exceptions.)
+            error_log.exception(
+                "unhandled exception in %s %s",
+                scope["method"],
+                scope["path"],
+                extra={"request_id": request_id},
+            )
+            if not started_response:  # else the server closes the unfinished response
+                await PlainTextResponse("Internal Server Error", status_code=500)(
+                    scope, receive, send_with_request_id
+                )
         finally:
             metrics.IN_PROGRESS.dec()
             duration = time.perf_counter() - started

@@ -95,6 +95,46 @@ def test_request_id_is_generated_when_absent(client: TestClient, app: FastAPI) -
     assert first != second
 
 
+@pytest.fixture
+def broken_app() -> FastAPI:
+    """This test's own app: the shipped one plus a route that raises (the shipped app has none)."""
+    app = create_app(AppSettings.model_validate({}))
+
+    async def broken() -> None:
+        raise RuntimeError("boom")
+
+    app.add_api_route("/broken", broken)
+    return app
+
+
+def test_an_unhandled_exception_is_a_500_with_the_request_id_counted_and_logged(
+    broken_app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    rid = "fedcba9876543210fedcba9876543210"
+    with (
+        caplog.at_level(logging.INFO),
+        TestClient(broken_app, raise_server_exceptions=False) as client,
+    ):
+        before = _counter(client.get("/metrics").text, "/broken", "500")
+        sent = client.get("/broken", headers={"X-Request-ID": rid})
+        unsent = client.get("/broken")
+        after = _counter(client.get("/metrics").text, "/broken", "500")
+    assert (sent.status_code, sent.text) == (500, "Internal Server Error")
+    assert sent.headers["x-request-id"] == rid
+    assert unsent.status_code == 500
+    generated = unsent.headers["x-request-id"]
+    assert len(generated) == 32
+    assert generated != rid
+    int(generated, 16)
+    assert after == before + 2
+    # The access line and the error line (with its traceback) both name the request.
+    access = [r.__dict__["request_id"] for r in caplog.records if r.name == ACCESS_LOGGER]
+    assert access == [rid, generated]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.__dict__.get("request_id") for r in errors] == [rid, generated]
+    assert all(r.exc_info and r.exc_info[0] is RuntimeError for r in errors)
+
+
 def test_access_line_has_route_status_duration_client_and_request_id(
     client: TestClient, app: FastAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
