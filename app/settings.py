@@ -29,6 +29,12 @@ class AppSettings(BaseSettings):
         description="Serve /docs, /redoc and /openapi.json. Off by default: production does not "
         "publish its API map; the development override turns it on.",
     )
+    DEMO_ENDPOINTS_ENABLED: bool = Field(
+        default=False,
+        description="Serve /api/demo/whoami (names the host and worker pid), /api/demo/wait (holds "
+        "a request up to 30 s) and the /api/demo/echo websocket: the tests and the benchmark "
+        "turn it on. Off by default: they answer 404, production does not publish them.",
+    )
     FAULT_INJECTION_ENABLED: bool = Field(
         default=False,
         description="Serve /api/demo/block, which blocks its worker's event loop with sync code "

@@ -1,7 +1,9 @@
 """An endpoint that awaits I/O, like a call to another service: what async workers are for.
 
 It also lets tests and benchmarks hold a request in flight (graceful stop, reload). The wait is
-bounded so it cannot pin a connection for longer than nginx would wait anyway.
+bounded so it cannot pin a connection for longer than nginx would wait anyway. Like whoami and
+echo, it is off (404) unless DEMO_ENDPOINTS_ENABLED: a production service does not tell the
+internet its host names and pids, nor hold a connection for anyone who asks.
 """
 
 from __future__ import annotations
@@ -11,21 +13,38 @@ import hashlib
 import os
 import socket
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import (
+    APIRouter,
+    Depends,
+    HTTPException,
+    Query,
+    Request,
+    WebSocket,
+    WebSocketDisconnect,
+)
+from fastapi.requests import HTTPConnection
 
 router = APIRouter(prefix="/api/demo", tags=["demo"])
+OFF: dict[int | str, dict[str, Any]] = {404: {"description": "demo endpoints are off"}}
 
 
-@router.get("/wait", name="wait")
+def demo_endpoints_enabled(connection: HTTPConnection) -> None:
+    """404 unless DEMO_ENDPOINTS_ENABLED. For the websocket too: raised before the handshake is
+    accepted, it becomes an HTTP 404 answer to the upgrade request (not a 101)."""
+    if not connection.app.state.settings.DEMO_ENDPOINTS_ENABLED:
+        raise HTTPException(status_code=404, detail="Not Found")
+
+
+@router.get("/wait", name="wait", dependencies=[Depends(demo_endpoints_enabled)], responses=OFF)
 async def wait(ms: Annotated[int, Query(ge=0, le=30_000)] = 10) -> dict[str, int]:
     """Await `ms` milliseconds without blocking the worker, then answer with the worker's pid."""
     await asyncio.sleep(ms / 1000)
     return {"waited_ms": ms, "pid": os.getpid()}
 
 
-@router.get("/whoami", name="whoami")
+@router.get("/whoami", name="whoami", dependencies=[Depends(demo_endpoints_enabled)], responses=OFF)
 async def whoami(request: Request) -> dict[str, str | int | None]:
     """Who answered (worker pid, container host: shows load spreading) and whom the app believes
     it is talking to (client address and scheme, as resolved through trusted proxies)."""
@@ -51,7 +70,7 @@ async def block(
     return {"blocked_s": seconds}
 
 
-@router.websocket("/echo")
+@router.websocket("/echo", dependencies=[Depends(demo_endpoints_enabled)])
 async def echo(websocket: WebSocket) -> None:
     """Echoes text messages: shows websockets pass through nginx (Upgrade) to the workers."""
     await websocket.accept()

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
 
 from app.logs import ACCESS_LOGGER, logging_config
 from app.main import create_app
@@ -24,6 +25,18 @@ def app() -> FastAPI:
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app) as client:  # runs the lifespan: startup completed
+        yield client
+
+
+@pytest.fixture
+def demo_app() -> FastAPI:
+    # The tests of /api/demo/{wait,whoami,echo} themselves: those are off unless this is set.
+    return create_app(AppSettings.model_validate({"DEMO_ENDPOINTS_ENABLED": "true"}))
+
+
+@pytest.fixture
+def demo_client(demo_app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(demo_app) as client:
         yield client
 
 
@@ -214,9 +227,23 @@ def test_docs_are_off_by_default_and_switchable() -> None:
         assert "/api/items" in schema["paths"]
 
 
-def test_wait_endpoint_is_bounded(client: TestClient, app: FastAPI) -> None:
-    assert client.get(app.url_path_for("wait"), params={"ms": 1}).json()["waited_ms"] == 1
-    assert client.get(app.url_path_for("wait"), params={"ms": 600_000}).status_code == 422
+def test_wait_endpoint_is_bounded(demo_client: TestClient, demo_app: FastAPI) -> None:
+    wait = demo_app.url_path_for("wait")
+    assert demo_client.get(wait, params={"ms": 1}).json()["waited_ms"] == 1
+    assert demo_client.get(wait, params={"ms": 600_000}).status_code == 422
+
+
+def test_demo_endpoints_are_off_by_default(client: TestClient, app: FastAPI) -> None:
+    for name in ("wait", "whoami"):
+        answer = client.get(app.url_path_for(name))
+        assert (answer.status_code, answer.json()) == (404, {"detail": "Not Found"})
+    # The websocket's upgrade is refused with the same 404, before any handshake.
+    with (
+        pytest.raises(WebSocketDenialResponse) as refused,
+        client.websocket_connect("/api/demo/echo"),
+    ):
+        pass
+    assert refused.value.status_code == 404
 
 
 def test_json_log_lines_are_single_objects(capsys: pytest.CaptureFixture[str]) -> None:
@@ -233,8 +260,8 @@ def test_json_log_lines_are_single_objects(capsys: pytest.CaptureFixture[str]) -
         logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
 
 
-def test_websocket_echo(client: TestClient) -> None:
-    with client.websocket_connect("/api/demo/echo") as websocket:
+def test_websocket_echo(demo_client: TestClient) -> None:
+    with demo_client.websocket_connect("/api/demo/echo") as websocket:
         websocket.send_text("ping")
         assert websocket.receive_text() == "ping"
 
@@ -265,7 +292,7 @@ def test_block_endpoint_is_off_unless_fault_injection_is_enabled(app: FastAPI) -
         assert answer.json() == {"blocked_s": 0.01}
 
 
-def test_whoami_reports_client_and_scheme(client: TestClient, app: FastAPI) -> None:
-    answer = client.get(app.url_path_for("whoami")).json()
+def test_whoami_reports_client_and_scheme(demo_client: TestClient, demo_app: FastAPI) -> None:
+    answer = demo_client.get(demo_app.url_path_for("whoami")).json()
     assert answer["client"] == "testclient"
     assert answer["scheme"] == "http"
