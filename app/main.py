@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import metrics
 from app.api import demo, items
@@ -36,15 +38,19 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         # stop grace (they are cancelled first), so the line below is the proof it ran.
         log.info("app cleanup complete")
 
-    docs = settings.DOCS_ENABLED
-    app = FastAPI(
+    # Docs on: FastAPIOffline is FastAPI with its /docs, /redoc and /openapi.json, whose pages load
+    # Swagger UI and ReDoc from the image (under /static-offline-docs/) instead of jsdelivr, so they
+    # work where browsers cannot reach the internet. Docs off: none of those routes, no assets.
+    new_app = (
+        FastAPIOffline
+        if settings.DOCS_ENABLED
+        else partial(FastAPI, docs_url=None, redoc_url=None, openapi_url=None)
+    )
+    app = new_app(
         title=settings.APP_NAME,
         version=settings.APP_VERSION,
         lifespan=lifespan,
         root_path=settings.ROOT_PATH,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
     app.state.readiness = readiness
