@@ -9,6 +9,7 @@ the ordinary in-process registry is used.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,6 +21,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from app.server import metrics_files
 
 REQUESTS = Counter(
     "http_requests_total",
@@ -46,8 +49,11 @@ WORKERS = Gauge(
 
 def render() -> tuple[bytes, str]:
     """The exposition text for a scrape, aggregated over all workers when there are several."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        # The files are read under the lock the master takes to merge an exited worker's files,
+        # so each worker's counts are read exactly once (app/server/metrics_files.py).
+        with metrics_files.reading(Path(directory)):
+            return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -63,11 +63,12 @@ def remove_metrics_dir(path: Path) -> None:
 
 
 def mark_worker_dead(pid: int) -> None:
-    """A dead worker's live gauges must stop counting (its counters still add up)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess  # noqa: PLC0415  # after the dir is set
+    """A dead worker's live gauges stop counting; its counters and histograms still add up, from
+    the merged files, so the directory does not grow with every worker ever started."""
+    if directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from app.server import metrics_files  # noqa: PLC0415  # imports prometheus_client
 
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+        metrics_files.merge_dead_worker(Path(directory), pid)
 
 
 def freeze_before_fork(preload: bool) -> None:
