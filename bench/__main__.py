@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import machine, measure, plots
+from bench import machine, measure, plots, scrape
 from bench.docker import ROOT, Run, docker
 from bench.variants import DIAGNOSTICS, VARIANTS, Budget, Images
 
-SECTIONS = ("throughput", "diagnose", "quota", "memory", "cold_start", "images", "disruption")
+SECTIONS = ("throughput", "diagnose", "quota", "memory", "cold_start", "images", "disruption",
+            "scrape")  # fmt: skip
 FULL_POINTS: list[measure.Point] = [("json", 8), ("json", 64), ("json", 256), ("body", 64),
                                     ("io", 64)]  # fmt: skip
 QUICK_POINTS: list[measure.Point] = [("json", 16), ("json", 128), ("body", 32), ("io", 32)]
@@ -83,7 +84,7 @@ def computed_workers(image: str, budget: Budget) -> int:
     return workers
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     args = parse_args(sys.argv[1:] if argv is None else argv)
     quick = args.quick
     reps = args.reps or (1 if quick else 3)
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             elif section == "disruption":
                 results[section] = measure.disruption(ctx, 6.0 if quick else 12.0, 8)
+            elif section == "scrape":
+                results[section] = scrape.scrape_time(ctx)
             results[section]["section_seconds"] = round(time.monotonic() - began, 1)
         results["meta"]["notes"] = sorted(set(ctx.notes))
     finally:

@@ -462,6 +462,27 @@ def render(  # noqa: PLR0912, PLR0915
             ],
         )  # fmt: skip
 
+    if "scrape" in results:
+        section = results["scrape"]
+        out += [
+            "## 8. /metrics scrape time after worker recycling",
+            "",
+            f"The template's image, {section['workers']} workers, `MAX_REQUESTS="
+            f"{section['max_requests']}`: requests and {section['scrapes']} sequential scrapes "
+            "from inside the container to 127.0.0.1, after 0 recycles and after many. `files`: "
+            "the `*.db` files in the metrics directory (an exited worker's are merged into "
+            "running totals and removed: app/server/metrics_files.py). `scrape ms`: median "
+            "[min-max] over the scrapes.",
+            "",
+        ]
+        out += _table(
+            ["after recycles", "scrape ms", "files"],
+            [
+                [str(p["recycles"]), _range(p["scrape_ms"], 1), str(p["files"])]
+                for p in section["points"]
+            ],
+        )
+
     if before is not None and "throughput" in before and "throughput" in results:
         out += [
             "## Before and after the changes",

@@ -125,3 +125,19 @@ def test_the_page_claims_a_win_or_loss_only_where_the_repetitions_ranges_separat
     (row,) = report._template_vs_peers(results, "template-direct")
     assert row[3].startswith("no claim")
     assert row[5].startswith("no claim")
+
+
+def test_report_shows_scrape_time_and_files_after_recycles() -> None:
+    # Section 8 as bench/scrape.py returns it, under a published run's page header.
+    meta = json.loads((ROOT / "docs" / "bench" / "results.json").read_text())["meta"]
+    section = {
+        "max_requests": 20, "workers": 2, "scrapes": 3,
+        "points": [
+            {"recycles": 0, "scrape_ms": stats.summary([2.0, 2.5, 3.0]), "files": 6},
+            {"recycles": 201, "scrape_ms": stats.summary([2.5, 2.7, 4.0]), "files": 8},
+        ],
+    }  # fmt: skip
+    lines = report.render({"meta": meta, "scrape": section}, None).splitlines()
+    assert "| after recycles | scrape ms | files |" in lines
+    assert "| 0 | 2.5 [2.0-3.0] | 6 |" in lines
+    assert "| 201 | 2.7 [2.5-4.0] | 8 |" in lines
