@@ -200,18 +200,24 @@ def uploads_limit() -> int:
     return int(found[0])
 
 
-def nginx_tmp_sizes() -> dict[str, int]:
-    """The /tmp nginx writes bodies to: compose's tmpfs and the pod's emptyDir."""
-    [compose_tmp] = [
-        mount for mount in compose()["services"]["nginx"]["tmpfs"] if mount.startswith("/tmp:")
-    ]
+def pod_and_nginx() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Deployment's pod spec and its nginx container."""
     [deployment] = [
         doc
         for doc in yaml.safe_load_all((ROOT / "deploy/k8s/base/deployment.yaml").read_text())
         if doc and doc["kind"] == "Deployment"
     ]
-    pod = deployment["spec"]["template"]["spec"]
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
     [nginx] = [c for c in pod["containers"] if c["name"] == "nginx"]
+    return pod, nginx
+
+
+def nginx_tmp_sizes() -> dict[str, int]:
+    """The /tmp nginx writes bodies to: compose's tmpfs and the pod's emptyDir."""
+    [compose_tmp] = [
+        mount for mount in compose()["services"]["nginx"]["tmpfs"] if mount.startswith("/tmp:")
+    ]
+    pod, nginx = pod_and_nginx()
     [volume_name] = [m["name"] for m in nginx["volumeMounts"] if m["mountPath"] == "/tmp"]
     [volume] = [v for v in pod["volumes"] if v["name"] == volume_name]
     assert volume["emptyDir"]["medium"] == "Memory"
@@ -276,3 +282,21 @@ def test_a_body_nginx_accepts_never_spills_to_the_apps_tmp() -> None:
     # Starlette keeps an uploaded file in memory up to its spool size: with nginx's body limit
     # within it, no upload lands on the app's /tmp, which then holds only metrics files.
     assert nginx_size("client_max_body_size") <= MultiPartParser.spool_max_size
+
+
+def test_nginx_memory_limit_holds_a_full_tmp_and_nginx() -> None:
+    # /tmp is memory (tmpfs, emptyDir medium: Memory): its pages count against nginx's limit. A
+    # full /tmp plus nginx itself must fit, or the kernel kills nginx instead of refusing the
+    # upload. tests/e2e/test_uploads.py measured 70.8 MiB with 60 bodies held (60 MiB of it the
+    # bodies); 32 MiB above /tmp leaves nginx about three times what it used.
+    compose_limit = re.fullmatch(
+        r"\$\{NGINX_MEMORY:-(\w+)\}", compose()["services"]["nginx"]["mem_limit"]
+    )
+    assert compose_limit
+    _, nginx = pod_and_nginx()
+    limits = {
+        "compose": size_bytes(compose_limit[1]),
+        "kubernetes": size_bytes(nginx["resources"]["limits"]["memory"]),
+    }
+    for where, tmp in nginx_tmp_sizes().items():
+        assert limits[where] >= tmp + 32 * MIB, (where, limits[where], tmp)
