@@ -36,10 +36,10 @@ from prometheus_client.mmap_dict import MmapedDict
 log = logging.getLogger(__name__)
 
 # Not `*.db`: the collector reads every *.db file in the directory, and at master start
-# hooks.empty_metrics_dir() removes them. Scrapes share LOCK_FILE, a merge holds it alone. Shared
-# holds that overlap one another would keep a merge out for ever (flock grants a new shared
-# lock while an exclusive one waits), so a merge first takes TURNSTILE, which every scrape passes
-# through before it takes its shared lock: new scrapes wait, the ones reading finish.
+# hooks.empty_metrics_dir() removes them. Scrapes share LOCK_FILE, a merge holds it alone. The
+# master only tries for it (it must never block for long), and scrapes whose shared holds overlap
+# kept it out for good in the concurrency test; so a merge first takes TURNSTILE, which every
+# scrape passes through before it takes its shared lock: new scrapes wait, the ones reading finish.
 LOCK_FILE = ".merge.lock"
 TURNSTILE = ".merge.turnstile"
 # Types whose value over all processes is the sum of each process's values (a histogram file
