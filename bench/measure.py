@@ -32,7 +32,15 @@ from bench.variants import (
     Variant,
     start,
 )
-from bench.wrk import CLIENT_SCRIPT, ENDPOINTS, parse, poll_command, run_wrk, wait_ready
+from bench.wrk import (
+    APP_ENV_FILE_LINES,
+    CLIENT_SCRIPT,
+    ENDPOINTS,
+    parse,
+    poll_command,
+    run_wrk,
+    wait_ready,
+)
 
 Point = tuple[str, int]  # (endpoint name, connections)
 
@@ -653,7 +661,7 @@ class _Disruption:
         ./scripts/deploy replacing it, each of the last two after the app's env file changed."""
         ctx = self.ctx
         env_file = env_dir / "app.env"
-        env_file.write_text("BENCH_GENERATION=0\n")
+        env_file.write_text(f"{APP_ENV_FILE_LINES}BENCH_GENERATION=0\n")
         env = _compose_env(ctx, _free_port(), {"APP_ENV_FILE": str(env_file)})
         project = ctx.run.compose_project("events1", env)
         docker("compose", "-p", project, "up", "-d", "--no-build", "--wait", env=env, timeout=180)
@@ -667,7 +675,7 @@ class _Disruption:
             time.sleep(2)
 
             def replace_app(rep: int = rep) -> None:
-                env_file.write_text(f"BENCH_GENERATION={rep + 1}\n")
+                env_file.write_text(f"{APP_ENV_FILE_LINES}BENCH_GENERATION={rep + 1}\n")
                 docker("compose", "-p", project, "up", "-d", "--no-build", "app", env=env,
                        timeout=120)  # fmt: skip
 
@@ -675,7 +683,7 @@ class _Disruption:
             wait_for(lambda: _healthy(_compose_container(project, env, "app", 0)), 60)
 
             def deploy_app(rep: int = rep) -> None:
-                env_file.write_text(f"BENCH_GENERATION={rep + 1}-deployed\n")
+                env_file.write_text(f"{APP_ENV_FILE_LINES}BENCH_GENERATION={rep + 1}-deployed\n")
                 deployed = subprocess.run(
                     [str(ROOT / "scripts" / "deploy"), "-p", project, "--no-build", "--no-pull"],
                     cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
@@ -687,10 +695,12 @@ class _Disruption:
             self.under_load(project, "deploy", deploy_app, steady, around=True)
         docker("compose", "-p", project, "down", "-v", "-t", "5", env=env, check=False)
 
-    def three_replicas(self) -> None:
+    def three_replicas(self, env_dir: Path) -> None:
         """No event, and one replica stopped as compose stops it (SIGTERM, 30 s grace)."""
         ctx = self.ctx
-        env = _compose_env(ctx, _free_port())
+        env_file = env_dir / "app3.env"
+        env_file.write_text(APP_ENV_FILE_LINES)
+        env = _compose_env(ctx, _free_port(), {"APP_ENV_FILE": str(env_file)})
         project = ctx.run.compose_project("events3", env)
         docker("compose", "-p", project, "up", "-d", "--no-build", "--wait", "--scale",
                "app=3", env=env, timeout=240)  # fmt: skip
@@ -735,7 +745,7 @@ def disruption(ctx: Context, seconds: float, connections: int) -> dict[str, Any]
     env_dir = Path(tempfile.mkdtemp(prefix="bench-env-"))
     try:
         measured.one_replica(env_dir)
-        measured.three_replicas()
+        measured.three_replicas(env_dir)
     finally:
         shutil.rmtree(env_dir, ignore_errors=True)
     return {"connections": connections, "seconds": seconds, "rows": measured.rows()}

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from bench.docker import Run
+from bench.wrk import APP_SETTINGS
 
 APP_PORT = 8000
 NGINX_PORT = 8080
@@ -214,7 +215,7 @@ def start(
 ) -> Started:
     """Start a variant's containers (not waiting for readiness)."""
     base = f"{variant.name}{suffix}"
-    env = {**variant.env, **(extra_env or {})}
+    env = {**APP_SETTINGS, **variant.env, **(extra_env or {})}
     if variant.command is not None:
         command = [part.replace("{n}", str(n)) for part in variant.command]
         server = run.start(

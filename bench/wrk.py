@@ -14,6 +14,10 @@ from typing import Any
 from bench.docker import docker
 
 CLIENT_SCRIPT = "/bench/wrk_report.lua"
+# json and io are demo endpoints, which the app serves only with this set (off in production):
+# as environment of the containers the harness runs, and as an app env file for compose.
+APP_SETTINGS = {"DEMO_ENDPOINTS_ENABLED": "true"}
+APP_ENV_FILE_LINES = "".join(f"{key}={value}\n" for key, value in APP_SETTINGS.items())
 
 
 @dataclass(frozen=True)

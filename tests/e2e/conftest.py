@@ -33,6 +33,10 @@ NGINX_IMAGE = f"{PROJECT}-nginx:{TAG}"
 
 pytestmark = pytest.mark.e2e
 
+# App settings for the tests that need a slow (/api/demo/wait) or an identifying
+# (/api/demo/whoami) endpoint, or the echo websocket: the shipped defaults serve none of them.
+DEMO_ENDPOINTS = {"DEMO_ENDPOINTS_ENABLED": "true"}
+
 
 def base_env() -> dict[str, str]:
     return {"APP_TAG": TAG, "COMPOSE_PROGRESS": "plain"}
@@ -161,6 +165,13 @@ def stack_factory(
 def stack(stack_factory: Any) -> Stack:
     """The default stack, up and healthy."""
     made: Stack = stack_factory().up()
+    return made
+
+
+@pytest.fixture
+def demo_stack(stack_factory: Any) -> Stack:
+    """The default stack with only the demo endpoints turned on (DEMO_ENDPOINTS), up and healthy."""
+    made: Stack = stack_factory(app_settings=DEMO_ENDPOINTS).up()
     return made
 
 

@@ -15,7 +15,7 @@ import pytest
 from websockets.sync.client import connect as websocket_connect
 
 from tests.docker import base_image, docker
-from tests.e2e.conftest import PROJECT, ROOT, Stack, gunicorn_workers, response
+from tests.e2e.conftest import DEMO_ENDPOINTS, PROJECT, ROOT, Stack, gunicorn_workers, response
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ PERMISSION_COMPLAINTS = (
 
 def test_request_through_nginx_reaches_the_app_with_a_request_id(stack_factory: Any) -> None:
     # The app's access line on (ACCESS_LOG), to see the id the app received.
-    stack = stack_factory(app_settings={"ACCESS_LOG": "true"}).up()
+    stack = stack_factory(app_settings={"ACCESS_LOG": "true", **DEMO_ENDPOINTS}).up()
     status, headers, body = stack.get("/api/demo/whoami")
     assert status == 200
     assert "pid" in json.loads(body)
@@ -68,18 +68,18 @@ def test_app_cpus_and_memory_from_env_set_the_worker_count(stack_factory: Any) -
     assert gunicorn_workers(squeezed.container("app")) == 1
 
 
-def test_compose_stop_lets_an_inflight_request_finish(stack: Stack) -> None:
+def test_compose_stop_lets_an_inflight_request_finish(demo_stack: Stack) -> None:
     result: dict[str, Any] = {}
 
     def slow() -> None:
-        result["status"], _, result["body"] = stack.get("/api/demo/wait?ms=4000", timeout=30)
+        result["status"], _, result["body"] = demo_stack.get("/api/demo/wait?ms=4000", timeout=30)
 
     client = threading.Thread(target=slow)
     client.start()
     time.sleep(1.5)
-    app = stack.container("app")
+    app = demo_stack.container("app")
     started = time.monotonic()
-    stack.compose("stop", "app", timeout=60)
+    demo_stack.compose("stop", "app", timeout=60)
     took = time.monotonic() - started
     client.join(30)
     assert result["status"] == 200
@@ -102,7 +102,9 @@ def _load(url: str, stop: threading.Event, limit: int) -> tuple[int, list[str]]:
 
 
 def test_sighup_under_load_through_nginx_fails_no_request(stack_factory: Any) -> None:
-    stack = stack_factory({"APP_CPUS": "2", "RATE_LIMIT": "10000r/s"}).up()
+    stack = stack_factory(
+        {"APP_CPUS": "2", "RATE_LIMIT": "10000r/s"}, app_settings=DEMO_ENDPOINTS
+    ).up()
     app = stack.container("app")
     before = gunicorn_workers(app)
     stop = threading.Event()
@@ -122,7 +124,9 @@ def test_sighup_under_load_through_nginx_fails_no_request(stack_factory: Any) ->
 
 
 def test_scaled_app_replicas_all_receive_requests(stack_factory: Any) -> None:
-    stack = stack_factory({"RATE_LIMIT": "10000r/s"}).up("--scale", "app=3")
+    stack = stack_factory({"RATE_LIMIT": "10000r/s"}, app_settings=DEMO_ENDPOINTS).up(
+        "--scale", "app=3"
+    )
     assert len(stack.containers("app")) == 3
     hosts = set()
     for _ in range(60):
@@ -138,7 +142,7 @@ def test_forged_forwarded_for_is_not_the_logged_client_ip(stack_factory: Any) ->
     stack = stack_factory(app_settings={"ACCESS_LOG": "true"}).up()
     forged = "203.0.113.66"
     status, headers, _ = stack.get(
-        "/api/demo/whoami",
+        "/api/items",
         headers={
             "X-Forwarded-For": forged,
             "X-Real-IP": forged,
@@ -169,22 +173,22 @@ def test_oversized_body_gets_413_from_nginx_and_never_reaches_the_app(stack: Sta
 
 def test_idle_gaps_longer_than_gunicorn_keepalive_cause_no_502(stack: Stack) -> None:
     keep_alive = 20  # gunicorn's KEEP_ALIVE default; nginx's upstream idle timeout is 15s
-    statuses = [stack.get("/api/demo/whoami")[0]]
+    statuses = [stack.get("/api/items")[0]]
     for _ in range(2):
         time.sleep(keep_alive + 1)
-        statuses.append(stack.get("/api/demo/whoami")[0])
+        statuses.append(stack.get("/api/items")[0])
     assert statuses == [200, 200, 200]
     assert '"status":502' not in stack.logs("nginx")
 
 
 def test_rate_limit_answers_429_but_never_limits_health(stack_factory: Any) -> None:
     stack = stack_factory({"RATE_LIMIT": "2r/s", "RATE_LIMIT_BURST": "3"}).up()
-    api = [stack.get("/api/demo/whoami")[0] for _ in range(15)]
+    api = [stack.get("/api/items")[0] for _ in range(15)]
     assert 429 in api
     assert api[:4] == [200] * 4
     health = [stack.get("/healthz")[0] for _ in range(15)]
     assert health == [200] * 15
-    status, _, body = stack.get("/api/demo/whoami")
+    status, _, body = stack.get("/api/items")
     assert (status, json.loads(body)) == (429, {"detail": "too many requests"})
 
 
@@ -209,9 +213,9 @@ def test_json_is_gzipped_and_security_headers_are_on_every_answer(stack: Stack) 
         assert "server" not in headers or headers["server"] == "nginx", path
 
 
-def test_websocket_upgrade_passes_through_nginx(stack: Stack) -> None:
+def test_websocket_upgrade_passes_through_nginx(demo_stack: Stack) -> None:
     with websocket_connect(
-        f"ws://{stack.url.removeprefix('http://')}/api/demo/echo", open_timeout=10
+        f"ws://{demo_stack.url.removeprefix('http://')}/api/demo/echo", open_timeout=10
     ) as socket:
         socket.send("hello through nginx")
         assert socket.recv(timeout=10) == "hello through nginx"

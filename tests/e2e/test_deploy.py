@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from tests.docker import docker
-from tests.e2e.conftest import APP_IMAGE, ROOT, TAG, Stack
+from tests.e2e.conftest import APP_IMAGE, DEMO_ENDPOINTS, ROOT, TAG, Stack
 from tests.e2e.load import LoadResult, _read_response, _request
 
 DEPLOY = ROOT / "scripts" / "deploy"
@@ -205,7 +205,8 @@ class Made:
     images: list[str] = field(default_factory=list)
 
     def stack(self, *, replicas: int = 1, app_settings: dict[str, str] | None = None) -> Stack:
-        stack: Stack = self.factory(UNLIMITED_RATE, app_settings=app_settings or {"X": "0"})
+        settings = {**DEMO_ENDPOINTS, **(app_settings or {})}  # the load GETs /api/demo/whoami
+        stack: Stack = self.factory(UNLIMITED_RATE, app_settings=settings)
         self.stacks.append(stack)
         return stack.up("--scale", f"app={replicas}")
 
@@ -271,6 +272,7 @@ def started_at(container: str) -> str:
 
 
 def set_app_settings(stack: Stack, settings: dict[str, str]) -> None:
+    settings = {**DEMO_ENDPOINTS, **settings}  # the load GETs /api/demo/whoami
     Path(stack.env["APP_ENV_FILE"]).write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.docker import docker
-from tests.e2e.conftest import ROOT, Stack
+from tests.e2e.conftest import DEMO_ENDPOINTS, ROOT, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -124,6 +124,8 @@ def dev_loop(stack_factory: Any, tmp_path: Path) -> Iterator[DevLoop]:
             "RATE_LIMIT_BURST": "1000",
         },
         files=[str(project / "docker-compose.yml"), str(project / "docker-compose.dev.yml")],
+        # The loop is watched through /api/demo/whoami (the line the tests edit is in it).
+        app_settings=DEMO_ENDPOINTS,
     )
     log_path = tmp_path / "watch.log"
     files = [arg for name in stack.files for arg in ("-f", name)]

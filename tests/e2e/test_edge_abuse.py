@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ROOT, Stack
+from tests.e2e.conftest import DEMO_ENDPOINTS, ROOT, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,7 @@ def edge(stack_factory: Any) -> Stack:
     # The app's access line on: these tests check what reached the app, and what it logged.
     made: Stack = stack_factory(
         {"RATE_LIMIT": "100000r/s", "RATE_LIMIT_BURST": "100000"},
-        app_settings={"ACCESS_LOG": "true"},
+        app_settings={"ACCESS_LOG": "true", **DEMO_ENDPOINTS},
     ).up()
     return made
 
@@ -283,7 +283,7 @@ def test_rate_limit_hits_one_client_not_another_and_never_health(
     stack_factory: Any, reliability_report: dict[str, Any]
 ) -> None:
     stack = stack_factory({"RATE_LIMIT": "5r/s", "RATE_LIMIT_BURST": "5"}).up()
-    burst = [stack.get("/api/demo/whoami")[0] for _ in range(30)]
+    burst = [stack.get("/api/items")[0] for _ in range(30)]
     # Another client: the app container's own address on the backend network.
     other = stack.compose(
         "exec",
@@ -293,7 +293,7 @@ def test_rate_limit_hits_one_client_not_another_and_never_health(
         "-c",
         (
             "import urllib.request\n"
-            "print(urllib.request.urlopen('http://nginx:8080/api/demo/whoami', timeout=5).status)"
+            "print(urllib.request.urlopen('http://nginx:8080/api/items', timeout=5).status)"
         ),
     ).stdout.strip()
     health = [stack.get("/healthz")[0] for _ in range(30)]

@@ -28,6 +28,17 @@ HARDENED = [
 ]
 
 
+# Run inside the app container: the status of each demo GET, one per line.
+DEMO_STATUSES = """
+import urllib.error, urllib.request
+for path in ("/api/demo/whoami", "/api/demo/wait?ms=1"):
+    try:
+        print(urllib.request.urlopen("http://127.0.0.1:8000" + path, timeout=5).status)
+    except urllib.error.HTTPError as error:
+        print(error.code)
+"""
+
+
 @pytest.fixture
 def run(images: None) -> Iterator[Any]:
     """`run(*docker_run_args)` starts a detached app container; all are removed afterwards."""
@@ -88,6 +99,9 @@ def test_gunicorn_is_pid_1_as_uid_10001_on_a_read_only_root(run: Any) -> None:
     write = docker("exec", container, "python", "-c", "open('/srv/x', 'w')", check=False)
     assert write.returncode != 0
     assert "Read-only file system" in write.stderr
+    # The image's own defaults serve no demo endpoint (DEMO_ENDPOINTS_ENABLED is off).
+    statuses = docker("exec", container, "python", "-c", DEMO_STATUSES).stdout.split()
+    assert statuses == ["404", "404"]
 
 
 def test_runs_under_an_arbitrary_uid(run: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.docker import docker
-from tests.e2e.conftest import APP_IMAGE, Stack, wait_healthy
+from tests.e2e.conftest import APP_IMAGE, DEMO_ENDPOINTS, Stack, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -60,7 +60,7 @@ def test_metrics_through_nginx_count_every_workers_requests(stack_factory: Any) 
     # Only the CPU limit is set: two CPUs, so two workers. Bursts of 30 concurrent requests,
     # so nginx opens connections that both workers accept, each burst within the shipped rate
     # limit (20 r/s, burst 40), which the test leaves as it is.
-    stack: Stack = stack_factory({"APP_CPUS": "2"}).up()
+    stack: Stack = stack_factory({"APP_CPUS": "2"}, app_settings=DEMO_ENDPOINTS).up()
     bursts, burst = 3, 30
 
     def get(_index: int) -> int:
@@ -88,7 +88,9 @@ def test_metrics_through_nginx_count_every_workers_requests(stack_factory: Any) 
 @pytest.fixture
 def bare_app(images: None) -> Iterator[str]:
     name = f"tpl-metrics-{uuid.uuid4().hex[:8]}"
-    docker("run", "-d", "--name", name, APP_IMAGE)
+    # Only the demo endpoints on: whoami's pid shows which worker answered.
+    demo = [arg for key, value in DEMO_ENDPOINTS.items() for arg in ("-e", f"{key}={value}")]
+    docker("run", "-d", "--name", name, *demo, APP_IMAGE)
     try:
         yield name
     finally:

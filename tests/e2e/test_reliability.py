@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.docker import docker
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import DEMO_ENDPOINTS, Stack
 from tests.e2e.load import LoadResult, run_load
 
 pytestmark = pytest.mark.e2e
@@ -150,7 +150,7 @@ def test_sustained_load_fails_nothing_and_memory_stays_flat(
     # Recycling on: planned restarts under load must not fail a request either.
     stack = stack_factory(
         {**UNLIMITED_RATE, "APP_CPUS": "1"},
-        app_settings={"MAX_REQUESTS": "5000", "MAX_REQUESTS_JITTER": "1000"},
+        app_settings={"MAX_REQUESTS": "5000", "MAX_REQUESTS_JITTER": "1000", **DEMO_ENDPOINTS},
     ).up()
     app = stack.container("app")
     run_load(stack.url, "/api/demo/whoami", connections=50, duration=5, max_requests=20_000)
@@ -219,7 +219,7 @@ def test_sigkilled_worker_under_load_is_replaced_and_nginx_retries(
     # Several rounds, each a new load with a kill 2 s in: one kill met nginx's pooled-connection
     # race (see the upstream in deploy/nginx) in about one CI run in three; rounds like these
     # failed 24 requests in 15 kills with the upstream listed twice.
-    stack = stack_factory({**UNLIMITED_RATE, "APP_CPUS": "2"}).up()
+    stack = stack_factory({**UNLIMITED_RATE, "APP_CPUS": "2"}, app_settings=DEMO_ENDPOINTS).up()
     app = stack.container("app")
     total = LoadResult()
     replaced_after: list[float] = []
@@ -253,7 +253,8 @@ def test_worker_blocked_by_sync_code_is_killed_and_replaced(
     # after nginx's retry window (proxy_next_upstream_timeout 10s), so the request that hung a
     # worker is not retried onto the other one, which it would hang too.
     stack = stack_factory(
-        {**UNLIMITED_RATE, "APP_CPUS": "2"}, app_settings={"FAULT_INJECTION_ENABLED": "true"}
+        {**UNLIMITED_RATE, "APP_CPUS": "2"},
+        app_settings={"FAULT_INJECTION_ENABLED": "true", **DEMO_ENDPOINTS},
     ).up()
     app = stack.container("app")
     before = set(in_container_workers(app))
@@ -315,32 +316,34 @@ def _poll_until_ok(stack: Stack, timeout: float) -> tuple[float, list[int], list
 
 
 def test_app_restart_and_crash_answer_json_errors_and_recover_without_nginx_restart(
-    stack: Stack, reliability_report: dict[str, Any]
+    demo_stack: Stack, reliability_report: dict[str, Any]
 ) -> None:
-    nginx_started = docker("inspect", "-f", "{{.State.StartedAt}}", stack.container("nginx")).stdout
-    restart = threading.Thread(target=lambda: stack.compose("restart", "app", timeout=120))
+    nginx_started = docker(
+        "inspect", "-f", "{{.State.StartedAt}}", demo_stack.container("nginx")
+    ).stdout
+    restart = threading.Thread(target=lambda: demo_stack.compose("restart", "app", timeout=120))
     restart.start()
     # The restart has begun (gunicorn got its SIGTERM): polling before it would see the old app.
-    wait_until(lambda: "Handling signal: term" in stack.logs("app"), 30, "restart began")
-    recovered_restart, statuses_restart, bodies = _poll_until_ok(stack, 90)
+    wait_until(lambda: "Handling signal: term" in demo_stack.logs("app"), 30, "restart began")
+    recovered_restart, statuses_restart, bodies = _poll_until_ok(demo_stack, 90)
     restart.join(120)
     for status, body in zip(statuses_restart, bodies, strict=True):
         assert status in {502, 503, 504}, status
         assert json.loads(body)["detail"], body
 
     # A crash: the container's main process killed from outside, like the OOM killer does.
-    app = stack.container("app")
+    app = demo_stack.container("app")
     pid = int(docker("inspect", "-f", "{{.State.Pid}}", app).stdout)
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not alive(pid), 10, "the app's main process is gone")
-    recovered_crash, statuses_crash, bodies = _poll_until_ok(stack, 90)
+    recovered_crash, statuses_crash, bodies = _poll_until_ok(demo_stack, 90)
     for status, body in zip(statuses_crash, bodies, strict=True):
         assert status in {502, 503, 504}, status
         assert json.loads(body)["detail"], body
     restarts = docker("inspect", "-f", "{{.RestartCount}}", app).stdout.strip()
     assert restarts == "1", "the restart policy brought the crashed app back"
     assert (
-        docker("inspect", "-f", "{{.State.StartedAt}}", stack.container("nginx")).stdout
+        docker("inspect", "-f", "{{.State.StartedAt}}", demo_stack.container("nginx")).stdout
         == nginx_started
     ), "nginx was not restarted"
     reliability_report["4. app restarted / crashed"] = {
@@ -357,7 +360,7 @@ def test_nginx_follows_the_app_scaled_up_and_down_under_load_without_a_restart(
     # nginx re-resolves `app` itself (`server app:8000 resolve`, valid=1s): a replica added
     # later gets requests, a removed one's address stops getting them, and nginx is neither
     # restarted nor reloaded (a reload would drop its pooled connections).
-    stack = stack_factory(UNLIMITED_RATE).up()
+    stack = stack_factory(UNLIMITED_RATE, app_settings=DEMO_ENDPOINTS).up()
     nginx = stack.container("nginx")
     nginx_started = docker("inspect", "-f", "{{.State.StartedAt}}", nginx).stdout
     thread, holder = background_load(
@@ -398,7 +401,7 @@ def test_nginx_follows_the_app_scaled_up_and_down_under_load_without_a_restart(
 def test_nginx_reload_under_load_fails_nothing(
     stack_factory: Any, reliability_report: dict[str, Any]
 ) -> None:
-    stack = stack_factory(UNLIMITED_RATE).up()
+    stack = stack_factory(UNLIMITED_RATE, app_settings=DEMO_ENDPOINTS).up()
     connections, reloads = 50, 3
     # A reload retires nginx's old workers, which close their idle client keep-alive
     # connections: at most each client connection once per reload, each such GET retried once.
@@ -422,22 +425,24 @@ def test_nginx_reload_under_load_fails_nothing(
 
 
 def test_graceful_stop_finishes_inflight_requests_and_answers_new_ones_fast(
-    stack: Stack, reliability_report: dict[str, Any]
+    demo_stack: Stack, reliability_report: dict[str, Any]
 ) -> None:
     # A one-replica stack being stopped has nobody to serve a new request. Once gunicorn has
     # closed its listener (at SIGTERM), nginx's connect is refused, so a client must get
     # nginx's JSON 502 at once, never a hang until the container exits, a reset or an HTML page,
     # while the requests already in flight are finished. (nginx holds no idle connection to the
     # app here: its only ones carry the in-flight requests, so no draining worker can serve it.)
-    app = stack.container("app")
+    app = demo_stack.container("app")
     # One thread more than the requests: the stop must not queue behind them (it did, with ten,
     # so the stop began only once they had finished and nothing was stopped under them).
     with ThreadPoolExecutor(max_workers=11) as pool:
-        inflight = [pool.submit(stack.get, "/api/demo/wait?ms=5000", timeout=30) for _ in range(10)]
+        inflight = [
+            pool.submit(demo_stack.get, "/api/demo/wait?ms=5000", timeout=30) for _ in range(10)
+        ]
         # All ten reached the app (the scrape that reads the gauge is one more).
         wait_until(lambda: app_metric(app, "http_requests_in_progress") >= 11, 10, "in flight")
         stop_sent = time.monotonic()
-        stopping = pool.submit(stack.compose, "stop", "app", timeout=60)
+        stopping = pool.submit(demo_stack.compose, "stop", "app", timeout=60)
         wait_until(lambda: not app_listens(app), 3, "gunicorn closed its listener")
         listener_closed_s = time.monotonic() - stop_sent
         new: list[tuple[int, bytes, float, bool]] = []
@@ -445,7 +450,7 @@ def test_graceful_stop_finishes_inflight_requests_and_answers_new_ones_fast(
         while not all(future.done() for future in inflight) and len(new) < 40:
             still_inflight = not any(future.done() for future in inflight)
             started = time.monotonic()
-            status, _, body = stack.get("/api/demo/whoami", timeout=10)
+            status, _, body = demo_stack.get("/api/demo/whoami", timeout=10)
             new.append((status, body, time.monotonic() - started, still_inflight))
             time.sleep(0.2)
         finished = [future.result(timeout=30)[0] for future in inflight]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.docker import docker
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import DEMO_ENDPOINTS, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +33,7 @@ def test_stop_cuts_a_request_longer_than_the_grace_and_the_app_cleans_up(
     stack_factory: Any,
 ) -> None:
     # GRACEFUL_TIMEOUT is what the test is about: 6 s, so requests get 4.5 s after the stop.
-    stack: Stack = stack_factory(app_settings={"GRACEFUL_TIMEOUT": "6"}).up()
+    stack: Stack = stack_factory(app_settings={"GRACEFUL_TIMEOUT": "6", **DEMO_ENDPOINTS}).up()
     app = stack.container("app")
     with ThreadPoolExecutor(max_workers=2) as pool:
         long = pool.submit(stack.get, "/api/demo/wait?ms=20000", timeout=30)

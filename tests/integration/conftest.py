@@ -18,6 +18,9 @@ import httpx2 as httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# For the tests that need a slow (/api/demo/wait) or an identifying (/api/demo/whoami) endpoint,
+# or the echo websocket: the app serves them only with this set (off in production).
+DEMO_ENDPOINTS = {"DEMO_ENDPOINTS_ENABLED": "true"}
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ import httpx2 as httpx
 import pytest
 
 from app.server.worker import IDLE_CONNECTION_GRACE_S
-from tests.integration.conftest import ROOT, Gunicorn, KeepAliveClient
+from tests.integration.conftest import DEMO_ENDPOINTS, ROOT, Gunicorn, KeepAliveClient
 
 
 def startup_record(server: Gunicorn) -> dict[str, Any]:
@@ -129,7 +129,7 @@ def test_worker_count_follows_a_real_cgroup_v1_cpu_quota(
 
 
 def test_metrics_sum_requests_across_workers(gunicorn: type[Gunicorn], tmp_path: Path) -> None:
-    server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "2"}).start()
+    server = gunicorn(tmp_path, {**DEMO_ENDPOINTS, "WEB_CONCURRENCY": "2"}).start()
     server.wait_ready(workers=2)
     pids: set[int] = set()
     sent = 0
@@ -154,7 +154,9 @@ def test_metrics_sum_requests_across_workers(gunicorn: type[Gunicorn], tmp_path:
 def test_sigterm_lets_an_inflight_request_finish_and_master_exits_zero(
     gunicorn: type[Gunicorn], tmp_path: Path
 ) -> None:
-    server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "1", "GRACEFUL_TIMEOUT": "10"}).start()
+    server = gunicorn(
+        tmp_path, {**DEMO_ENDPOINTS, "WEB_CONCURRENCY": "1", "GRACEFUL_TIMEOUT": "10"}
+    ).start()
     server.wait_ready(workers=1)
     result: dict[str, Any] = {}
 
@@ -214,7 +216,7 @@ def _keep_alive_load(
 def test_sighup_replaces_every_worker_without_failing_a_kept_alive_connection(
     gunicorn: type[Gunicorn], tmp_path: Path
 ) -> None:
-    server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "2"}).start()
+    server = gunicorn(tmp_path, {**DEMO_ENDPOINTS, "WEB_CONCURRENCY": "2"}).start()
     server.wait_ready(workers=2)
     old_workers = server.workers()
     stop = threading.Event()
@@ -344,7 +346,12 @@ def test_client_ip_comes_from_forwarded_for_only_from_trusted_proxies(
 ) -> None:
     server = gunicorn(
         tmp_path,
-        {"WEB_CONCURRENCY": "1", "FORWARDED_ALLOW_IPS": trusted, "ACCESS_LOG": "true"},
+        {
+            **DEMO_ENDPOINTS,
+            "WEB_CONCURRENCY": "1",
+            "FORWARDED_ALLOW_IPS": trusted,
+            "ACCESS_LOG": "true",
+        },
     ).start()
     server.wait_ready(workers=1)
     response = httpx.get(
@@ -366,7 +373,9 @@ def test_client_ip_comes_from_forwarded_for_only_from_trusted_proxies(
 def test_every_log_line_is_json_and_access_is_logged_once(
     gunicorn: type[Gunicorn], tmp_path: Path
 ) -> None:
-    server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "1", "ACCESS_LOG": "true"}).start()
+    server = gunicorn(
+        tmp_path, {**DEMO_ENDPOINTS, "WEB_CONCURRENCY": "1", "ACCESS_LOG": "true"}
+    ).start()
     server.wait_ready(workers=1)
     httpx.get(f"{server.url}/api/demo/whoami", headers={"X-Request-ID": "once-only-1234"})
     wait_answered(server, "/api/demo/whoami")
@@ -380,7 +389,7 @@ def test_by_default_only_server_errors_get_an_app_access_line(
     gunicorn: type[Gunicorn], tmp_path: Path
 ) -> None:
     # nginx logs every request; the app adds a line only for answers of 500 and above.
-    server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "1"}).start()
+    server = gunicorn(tmp_path, {**DEMO_ENDPOINTS, "WEB_CONCURRENCY": "1"}).start()
     server.wait_ready(workers=1)
     ok = httpx.get(f"{server.url}/api/demo/whoami", headers={"X-Request-ID": "quiet-ok-1234"})
     assert ok.status_code == 200

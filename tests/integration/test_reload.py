@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.integration.conftest import ROOT, Gunicorn
+from tests.integration.conftest import DEMO_ENDPOINTS, ROOT, Gunicorn
 
 # The line of app/api/demo.py the tests edit: a field of /api/demo/whoami's answer.
 ANCHOR = '"scheme": request.url.scheme,'
@@ -32,7 +32,7 @@ def reloading_server(gunicorn: type[Gunicorn], tmp_path: Path, project: Path) ->
     # The launcher run from the copy (its own app/ and gunicorn.conf.py), as in the override.
     server = gunicorn(
         tmp_path,
-        {"WEB_CONCURRENCY": "1", "LOG_FORMAT": "text"},
+        {**DEMO_ENDPOINTS, "WEB_CONCURRENCY": "1", "LOG_FORMAT": "text"},
         prefix=["env", f"--chdir={project}"],
         suffix=["--reload"],
     ).start()

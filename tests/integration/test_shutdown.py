@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import Gunicorn
+from tests.integration.conftest import DEMO_ENDPOINTS, Gunicorn
 
 
 def _wait_for_log(server: Gunicorn, text: str, timeout: float) -> None:
@@ -38,7 +38,9 @@ def test_a_request_longer_than_the_grace_is_cut_and_the_app_cleans_up(
     gunicorn: type[Gunicorn], tmp_path: Path
 ) -> None:
     # GRACEFUL_TIMEOUT is what the test is about: 4 s, so uvicorn gives requests 3 s.
-    server = gunicorn(tmp_path, {"WEB_CONCURRENCY": "1", "GRACEFUL_TIMEOUT": "4"}).start()
+    server = gunicorn(
+        tmp_path, {**DEMO_ENDPOINTS, "WEB_CONCURRENCY": "1", "GRACEFUL_TIMEOUT": "4"}
+    ).start()
     server.wait_ready(workers=1)
     long: dict[str, Any] = {}
     client = threading.Thread(target=_get, args=(server.url, "/api/demo/wait?ms=20000", long))

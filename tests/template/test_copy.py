@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from scripts import template_twins
-from tests.e2e.conftest import APP_IMAGE, NGINX_IMAGE
+from tests.e2e.conftest import APP_IMAGE, DEMO_ENDPOINTS, NGINX_IMAGE
 from tests.template.conftest import (
     ROOT,
     UNUSUAL_ANSWERS,
@@ -409,12 +409,23 @@ def compose_runner(directory: Path, project: str, env: Mapping[str, str]) -> Any
     return compose
 
 
+def demo_endpoints_env_file(directory: Path) -> str:
+    """An app env file turning on /api/demo/whoami, which these tests read (the answering host
+    and pid, the client the app saw): the shipped defaults serve no demo endpoint."""
+    path = directory / "demo-endpoints.env"
+    path.write_text("".join(f"{key}={value}\n" for key, value in DEMO_ENDPOINTS.items()))
+    return str(path)
+
+
 @pytest.mark.e2e
-def test_copys_images_build_and_serve_through_nginx_with_compose(unusual_copy: Path) -> None:
+def test_copys_images_build_and_serve_through_nginx_with_compose(
+    unusual_copy: Path, tmp_path: Path
+) -> None:
     slug = UNUSUAL_ANSWERS["project_slug"]
     tag = f"tpl-copy-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
+        "APP_ENV_FILE": demo_endpoints_env_file(tmp_path),
         "APP_TAG": tag,
         "HTTP_BIND": "127.0.0.1",
         "HTTP_PORT": "0",
@@ -485,6 +496,7 @@ def test_the_template_and_two_copies_run_side_by_side_on_their_default_subnets(
     for name, directory in stacks.items():
         env = {
             **os.environ,
+            "APP_ENV_FILE": demo_endpoints_env_file(tmp_path),
             "APP_IMAGE": APP_IMAGE.split(":")[0],
             "NGINX_IMAGE": NGINX_IMAGE.split(":")[0],
             "APP_TAG": APP_IMAGE.split(":")[1],
