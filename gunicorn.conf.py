@@ -1,10 +1,10 @@
-"""Gunicorn's process model for this service.
+"""Gunicorn's settings for this service, each from one environment variable or decision.
 
-Every value comes from the environment through one validated settings model
-(app/server/settings.py); the README's configuration table lists them all. The decisions live in
-small tested modules imported here; this file only says which gunicorn setting each one feeds.
+The variables are read and validated once by the settings models (app/server/settings.py,
+app/settings.py; the README's configuration table lists them); the decisions live in small tested
+modules imported here. This file is the one place that says which gunicorn setting each feeds.
 
-  python -m app.server.config     prints what this file would configure, without starting.
+  python -m app.server.config     runs this file and prints what it set, without starting.
 """
 
 import os
@@ -14,72 +14,67 @@ from pathlib import Path
 # gunicorn executes this file before putting the app's directory on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from app.logs import logging_config
 from app.server import hooks
-from app.server.config import ConfigError, build
+from app.server.config import build_or_exit, startup_record
 
-try:
-    _config = build(os.environ)
-except ConfigError as _error:
-    # One readable line and a non-zero exit before any worker exists; no traceback.
-    print(_error, file=sys.stderr, flush=True)
-    sys.exit(2)
+# A bad variable: one readable line and exit 2 here, before any worker exists; no traceback.
+_server = build_or_exit()
+_env = _server.settings
 
-_g = _config.gunicorn
-_settings = _config.settings
-
-# --- What runs --------------------------------------------------------------------------------
+# --- What runs ---------------------------------------------------------------------------------
 # The app factory; each worker builds its own app after the fork (unless PRELOAD).
-wsgi_app = _g["wsgi_app"]
+wsgi_app = "app.main:create_app()"
 # uvicorn-worker's UvicornWorker on uvloop + httptools, uvicorn's access log off.
-worker_class = _g["worker_class"]
-# From the CPUs this container may use (cgroup quota, cpuset), or WEB_CONCURRENCY.
-workers = _g["workers"]
-preload_app = _g["preload_app"]
+worker_class = "app.server.worker.Worker"
+# From the CPUs this container may use (cgroup quota, cpuset) and its memory, or WEB_CONCURRENCY.
+workers = _server.plan.workers
+preload_app = _env.PRELOAD
 
-# --- Where it listens ---------------------------------------------------------------------------
-bind = _g["bind"]
-backlog = _g["backlog"]
+# --- Where it listens --------------------------------------------------------------------------
+bind = _env.binds
+backlog = _env.BACKLOG
 # Only these peers may set the client address and scheme with X-Forwarded-For/-Proto.
-forwarded_allow_ips = _g["forwarded_allow_ips"]
+forwarded_allow_ips = _env.FORWARDED_ALLOW_IPS
 
-# --- Timeouts -----------------------------------------------------------------------------------
+# --- Timeouts ----------------------------------------------------------------------------------
 # Blocked event loop for this long: the worker is killed and replaced.
-timeout = _g["timeout"]
+timeout = _env.TIMEOUT
 # SIGTERM to exit: in-flight requests get this long. < compose stop_grace_period (30s).
-graceful_timeout = _g["graceful_timeout"]
+graceful_timeout = _env.GRACEFUL_TIMEOUT
 # Idle keep-alive: > nginx upstream keepalive_timeout (15s), so nginx closes first.
-keepalive = _g["keepalive"]
+keepalive = _env.KEEP_ALIVE
 
-# --- Recycling ----------------------------------------------------------------------------------
-max_requests = _g["max_requests"]
-max_requests_jitter = _g["max_requests_jitter"]
+# --- Recycling ---------------------------------------------------------------------------------
+max_requests = _env.MAX_REQUESTS
+max_requests_jitter = _env.MAX_REQUESTS_JITTER
 
-# --- Files (tmpfs only: the root filesystem is read-only in the image) ---------------------------
-worker_tmp_dir = _g["worker_tmp_dir"]
+# --- Files (tmpfs only: the root filesystem is read-only in the image) --------------------------
+worker_tmp_dir = _env.WORKER_TMP_DIR
 # gunicorn 27's control socket: off, or at CONTROL_SOCKET (the image: /tmp/gunicorn.ctl).
-control_socket_disable = _g["control_socket_disable"]
-if "control_socket" in _g:
-    control_socket = _g["control_socket"]
-_metrics_dir = hooks.metrics_dir(_settings.PROMETHEUS_MULTIPROC_DIR, os.environ)
+control_socket_disable = _env.CONTROL_SOCKET is None
+control_socket = _env.CONTROL_SOCKET
+# Exported as PROMETHEUS_MULTIPROC_DIR now, before anything imports prometheus_client.
+_metrics_dir = hooks.metrics_dir(_env.PROMETHEUS_MULTIPROC_DIR, os.environ)
 
-# --- Logs: one format on stdout for gunicorn, uvicorn and the app ---------------------------------
-loglevel = _g["loglevel"]
-errorlog = _g["errorlog"]
-accesslog = _g["accesslog"]
-logconfig_dict = _g["logconfig_dict"]
+# --- Logs: one format on stdout for gunicorn, uvicorn and the app --------------------------------
+loglevel = _env.LOG_LEVEL
+errorlog = "-"
+# The access line is the app's (app.middleware); gunicorn's stays off.
+accesslog = None
+logconfig_dict = logging_config(_env.LOG_LEVEL, _env.LOG_FORMAT, access_log=_env.ACCESS_LOG)
 
 
-# --- Lifecycle hooks (master process) -----------------------------------------------------------
+# --- Lifecycle hooks (master process) ----------------------------------------------------------
 def on_starting(server):  # type: ignore[no-untyped-def]
     hooks.empty_metrics_dir(_metrics_dir)
-    hooks.log_startup(
-        server.log.error_log, _config.startup_record(), _settings.LOG_FORMAT == "json"
-    )
+    record = startup_record(globals(), _server.plan)
+    hooks.log_startup(server.log.error_log, record, _env.LOG_FORMAT == "json")
 
 
 def pre_fork(server, worker):  # type: ignore[no-untyped-def]
     # With PRELOAD: the preloaded app's objects stay shared with the workers (gc.freeze).
-    hooks.freeze_before_fork(_settings.PRELOAD)
+    hooks.freeze_before_fork(_env.PRELOAD)
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]

@@ -18,15 +18,13 @@ import subprocess  # nosec B404 - runs the operator's own pre-start hook, no she
 import sys
 from pathlib import Path
 
-from app.server.config import ConfigError, load_settings
+from app.server.config import CONFIG_ERROR_EXIT, CONFIG_FILE, ConfigError, load_settings
 from app.server.config import main as print_config
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-CONFIG_FILE = PROJECT_DIR / "gunicorn.conf.py"
 # Read raw here although the settings model declares it (and documents it): it decides what
 # happens when that model refuses the rest.
 ON_CONFIG_ERROR = "ON_CONFIG_ERROR"
-CONFIG_ERROR_EXIT = 2
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 
 
@@ -65,7 +63,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["print-config"]:
         return print_config(argv[1:])
     try:
-        settings, _ = load_settings(os.environ)
+        settings, _ = load_settings()
     except ConfigError as error:
         print(error, file=sys.stderr, flush=True)
         if os.environ.get(ON_CONFIG_ERROR) == "wait":

@@ -1,30 +1,32 @@
-"""From environment to gunicorn settings: validation, the worker plan, the startup record.
+"""From environment to the values gunicorn.conf.py hands gunicorn: the settings, the worker plan.
 
-`gunicorn.conf.py` calls `build()`; `python -m app.server.config` prints the same effective
-configuration as JSON without starting anything (`docker run IMAGE print-config`).
+The environment is read by pydantic-settings itself (`ServerSettings()`, `AppSettings()`), the
+very call a worker makes when it builds the app (`create_app`), so the master refuses exactly what
+a worker would. Which gunicorn setting each value feeds is written once, in gunicorn.conf.py;
+`python -m app.server.config` runs that file and prints what it set as JSON, without starting
+anything (`docker run IMAGE print-config`), the same record gunicorn logs at start.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import runpy
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings
 
-from app.logs import logging_config
-from app.server import cgroups
+from app.server import cgroups, hooks
 from app.server.settings import ServerSettings
 from app.server.workers import WorkerPlan, workers_for
 from app.settings import AppSettings
 
-WORKER_CLASS = "app.server.worker.Worker"
-APP_FACTORY = "app.main:create_app()"
+CONFIG_FILE = Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
+CONFIG_ERROR_EXIT = 2
 
 
 class ConfigError(Exception):
@@ -35,25 +37,12 @@ class ConfigError(Exception):
 class ServerConfig:
     settings: ServerSettings
     plan: WorkerPlan
-    gunicorn: dict[str, Any]  # gunicorn setting name -> value
-
-    def startup_record(self) -> dict[str, Any]:
-        """The effective config and how the worker count was derived, for one log line."""
-        shown = {k: v for k, v in self.gunicorn.items() if k != "logconfig_dict"}
-        return {
-            "gunicorn": {k: str(v) if isinstance(v, Path) else v for k, v in shown.items()},
-            "workers_from": {
-                "source": self.plan.source,
-                "cpus": self.plan.cpus,
-                "steps": self.plan.steps,
-            },
-        }
 
 
-def describe(error: ValidationError) -> str:
-    """One line per ValidationError: the variable, the value given, what is allowed."""
+def describe(*errors: ValidationError) -> str:
+    """One line for every issue: the variable, the value given, what is allowed."""
     parts = []
-    for issue in error.errors():
+    for issue in (issue for error in errors for issue in error.errors()):
         name = ".".join(str(part) for part in issue["loc"])
         message = issue["msg"]
         if message.startswith("Value error, "):
@@ -65,31 +54,34 @@ def describe(error: ValidationError) -> str:
     return "invalid configuration: " + "; ".join(parts)
 
 
-def load_settings(env: Mapping[str, str]) -> tuple[ServerSettings, AppSettings]:
+def load_settings() -> tuple[ServerSettings, AppSettings]:
+    """Both models from this process's environment; every bad variable of both, in one line.
+
+    The app's settings are validated here too: a bad one must stop the master before any worker
+    boots, not crash-loop every worker.
+    """
+    errors: list[ValidationError] = []
     try:
-        # The app's settings are validated here too: a bad one must stop the master before
-        # any worker boots, not crash-loop every worker.
-        server = ServerSettings.model_validate(_env_fields(ServerSettings, env))
-        app = AppSettings.model_validate(_env_fields(AppSettings, env))
+        server = ServerSettings()
     except ValidationError as error:
-        raise ConfigError(describe(error)) from None
+        errors.append(error)
+    try:
+        app = AppSettings()
+    except ValidationError as error:
+        errors.append(error)
+    if errors:
+        raise ConfigError(describe(*errors))
     return server, app
 
 
-def _env_fields(model: type[BaseSettings], env: Mapping[str, str]) -> dict[str, str]:
-    # model_validate on the variables we pick, rather than the model reading os.environ itself,
-    # keeps this pure: tests pass their own mapping. An empty variable counts as unset.
-    return {name: env[name] for name in model.model_fields if env.get(name, "") != ""}
-
-
 def build(
-    env: Mapping[str, str],
     cgroup_root: Path = cgroups.CGROUP_ROOT,
     proc_self_cgroup: str | None = None,
     affinity: int | None = None,
     host_cpus: int | None = None,
 ) -> ServerConfig:
-    settings, _ = load_settings(env)
+    """The settings and the worker count for the CPUs and memory this process may use."""
+    settings, _ = load_settings()
     membership = cgroups.read_proc_self_cgroup() if proc_self_cgroup is None else proc_self_cgroup
     cpus = cgroups.cpu_budget(
         cgroup_root,
@@ -98,50 +90,51 @@ def build(
         host_cpus=(os.cpu_count() or 1) if host_cpus is None else host_cpus,
     )
     memory = cgroups.memory_limit(cgroup_root, membership)
-    plan = workers_for(settings, cpus, memory)
-    return ServerConfig(settings=settings, plan=plan, gunicorn=gunicorn_settings(settings, plan))
+    return ServerConfig(settings=settings, plan=workers_for(settings, cpus, memory))
 
 
-def gunicorn_settings(settings: ServerSettings, plan: WorkerPlan) -> dict[str, Any]:
-    """gunicorn's own setting names, as gunicorn.conf.py exports them."""
-    control: dict[str, Any] = (
-        {"control_socket": str(settings.CONTROL_SOCKET), "control_socket_disable": False}
-        if settings.CONTROL_SOCKET
-        else {"control_socket_disable": True}
-    )
+def build_or_exit() -> ServerConfig:
+    """`build()`, or one readable line on stderr and exit 2 before any worker exists."""
+    try:
+        return build()
+    except ConfigError as error:
+        exit_with(error)
+
+
+def exit_with(error: ConfigError) -> NoReturn:
+    print(error, file=sys.stderr, flush=True)
+    sys.exit(CONFIG_ERROR_EXIT)
+
+
+def gunicorn_settings(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """What a config file's namespace sets: its names that are gunicorn settings, hooks aside."""
+    # Not imported at the top: gunicorn.config parses WEB_CONCURRENCY with int() on import, which
+    # must not happen before the settings have refused a bad one in their own words.
+    from gunicorn.config import Config  # noqa: PLC0415
+
+    known = Config().settings
     return {
-        "wsgi_app": APP_FACTORY,
-        "worker_class": WORKER_CLASS,
-        "workers": plan.workers,
-        "bind": settings.binds,
-        "backlog": settings.BACKLOG,
-        "timeout": settings.TIMEOUT,
-        "graceful_timeout": settings.GRACEFUL_TIMEOUT,
-        "keepalive": settings.KEEP_ALIVE,
-        "max_requests": settings.MAX_REQUESTS,
-        "max_requests_jitter": settings.MAX_REQUESTS_JITTER,
-        "preload_app": settings.PRELOAD,
-        "loglevel": settings.LOG_LEVEL,
-        "forwarded_allow_ips": settings.FORWARDED_ALLOW_IPS,
-        "worker_tmp_dir": str(settings.WORKER_TMP_DIR) if settings.WORKER_TMP_DIR else None,
-        # The access line is the app's (app.middleware); gunicorn's stays off.
-        "accesslog": None,
-        "errorlog": "-",
-        "logconfig_dict": logging_config(
-            settings.LOG_LEVEL, settings.LOG_FORMAT, access_log=settings.ACCESS_LOG
-        ),
-        **control,
+        name: value for name, value in namespace.items() if name in known and not callable(value)
+    }
+
+
+def startup_record(namespace: Mapping[str, Any], plan: WorkerPlan) -> dict[str, Any]:
+    """The settings gunicorn.conf.py set and how the worker count was derived, for one log line."""
+    shown = {k: v for k, v in gunicorn_settings(namespace).items() if k != "logconfig_dict"}
+    return {
+        "gunicorn": shown,
+        "workers_from": {"source": plan.source, "cpus": plan.cpus, "steps": plan.steps},
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the effective configuration as JSON; exit 2 with one line on a bad variable."""
-    try:
-        config = build(os.environ)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return 2
-    print(json.dumps(config.startup_record(), indent=2))
+    """Print what gunicorn.conf.py sets, as JSON; exit 2 with one line on a bad variable."""
+    # As gunicorn does: run the file. A bad variable ends it here (one line, exit 2).
+    namespace = runpy.run_path(str(CONFIG_FILE))
+    # It made (and exported) the metrics directory a server would use; none will.
+    hooks.remove_metrics_dir(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+    # The same environment and limits as the file's run: the same plan.
+    print(json.dumps(startup_record(namespace, build().plan), indent=2))
     return 0
 
 

@@ -38,11 +38,11 @@ def _connection(env: dict[str, str]) -> http.client.HTTPConnection:
     )
 
 
-def _config_error(env: dict[str, str]) -> str | None:
+def _config_error() -> str | None:
     from app.server.config import ConfigError, load_settings  # noqa: PLC0415 - failure path only
 
     try:
-        load_settings(env)
+        load_settings()
     except ConfigError as error:
         return str(error)
     return None
@@ -53,13 +53,13 @@ def main() -> int:
     try:
         connection = _connection(env)
     except ValueError:  # PORT=lots: the settings say it in their words
-        print(f"healthcheck: {_config_error(env)}", file=sys.stderr)
+        print(f"healthcheck: {_config_error()}", file=sys.stderr)
         return 1
     try:
         connection.request("GET", PATH)
         status = connection.getresponse().status
     except OSError as error:
-        reason = _config_error(env) or f"{PATH} unreachable: {error}"
+        reason = _config_error() or f"{PATH} unreachable: {error}"
         print(f"healthcheck: {reason}", file=sys.stderr)
         return 1
     finally:

@@ -136,12 +136,13 @@ class ServerSettings(BaseSettings):
     )
 
     # --- Files the server writes (all must live on tmpfs in a read-only container) -------------
-    WORKER_TMP_DIR: Path | None = Field(
-        default=Path("/dev/shm"),  # noqa: S108  # nosec B108 - per-container tmpfs
+    # Strings, not Paths: gunicorn's path settings take strings (or None, its default).
+    WORKER_TMP_DIR: str | None = Field(
+        default="/dev/shm",  # noqa: S108  # nosec B108 - per-container tmpfs
         description="Directory for worker heartbeat files. /dev/shm is memory-backed, so a "
         "busy disk never stalls heartbeats and a read-only root FS is fine.",
     )
-    CONTROL_SOCKET: Path | None = Field(
+    CONTROL_SOCKET: str | None = Field(
         default=None,
         description="Path for gunicorn's control socket (`gunicornc`). Unset: disabled (the "
         "default $HOME path fails for a non-root user with a read-only home). The image sets "

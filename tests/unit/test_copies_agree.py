@@ -56,7 +56,7 @@ def test_rate_limit_defaults_agree_in_the_image_compose_env_example_and_kubernet
         assert set(written.values()) == {image[name]}, f"{name}: {written}"
 
 
-# `uv==X` (a pip pin) and `UV_VERSION=X` (a shell variable): the ways the repository installs uv.
+# A pip pin of uv, or the UV_VERSION shell variable: the ways the repository installs uv.
 UV_PIN = re.compile(r"\buv==(\S+?)[\"'\s]|\bUV_VERSION=(\S+)")
 # Where uv is installed today; a copy elsewhere is found by the scan below and checked too.
 KNOWN_UV_COPIES = {"scripts/test", "scripts/bench", "Dockerfile", "bench/Dockerfile.peers"}

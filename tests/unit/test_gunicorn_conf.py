@@ -22,10 +22,11 @@ import json, runpy, types
 from gunicorn.config import Config
 namespace = runpy.run_path("gunicorn.conf.py")
 known = set(Config().settings)
+# What the file defines: not its imports (modules, and functions or classes from elsewhere).
 exported = {
     name: value for name, value in namespace.items()
     if not name.startswith("_") and not isinstance(value, types.ModuleType)
-    and name not in {"os", "sys", "Path", "hooks", "ConfigError", "build"}
+    and not (callable(value) and value.__module__ != namespace["__name__"])
 }
 print(json.dumps({
     "unknown": sorted(set(exported) - known),
@@ -67,6 +68,33 @@ def test_exported_values_are_the_decided_ones(tmp_path: Path) -> None:
     assert values["control_socket"] == "/tmp/x.ctl"
     assert values["control_socket_disable"] is False
     assert values["accesslog"] is None
+
+
+def test_print_config_shows_exactly_what_the_file_sets(tmp_path: Path) -> None:
+    env = {"WEB_CONCURRENCY": "2", "CONTROL_SOCKET": "/tmp/y.ctl", "LOG_LEVEL": "warning"}
+    values = inspect_conf(tmp_path, env)["values"]
+    assert isinstance(values, dict)
+    own_tmp = tmp_path / "print-config"
+    own_tmp.mkdir()
+    printed = subprocess.run(
+        [sys.executable, "-m", "app.server.config"],
+        cwd=ROOT,
+        # As inspect_conf: TMPDIR only keeps the metrics directory inside this test's own.
+        env={"PATH": os.environ["PATH"], "TMPDIR": str(own_tmp), **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    shown = {k: v for k, v in values.items() if k != "logconfig_dict"}
+    assert json.loads(printed.stdout)["gunicorn"] == shown
+    assert list(own_tmp.iterdir()) == [], "print-config removed the metrics directory it made"
+
+
+def test_the_control_socket_is_off_unless_a_path_is_given(tmp_path: Path) -> None:
+    values = inspect_conf(tmp_path, {})["values"]
+    assert isinstance(values, dict)
+    assert values["control_socket_disable"] is True
 
 
 def test_readme_configuration_table_matches_the_settings_models() -> None:

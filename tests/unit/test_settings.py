@@ -3,10 +3,33 @@ variable refused with one line naming it, its value and what is allowed."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Callable
 
+import pytest
+from pydantic import ValidationError
+
+from app.main import create_app
 from app.server.config import ConfigError, build, load_settings
 from app.server.settings import ServerSettings
+from app.settings import AppSettings
+
+SetEnv = Callable[[dict[str, str]], None]
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch) -> SetEnv:
+    """Sets the variables a test names, in this process's environment, which is what the master
+    and the workers read; every other settings variable is removed first, so the shell's own
+    PORT or LOG_LEVEL cannot decide a test."""
+    for name in {*ServerSettings.model_fields, *AppSettings.model_fields}:
+        monkeypatch.delenv(name, raising=False)
+
+    def set_env(env: dict[str, str]) -> None:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+
+    return set_env
+
 
 BAD_INPUTS = [
     ({"WEB_CONCURRENCY": "abc"}, "WEB_CONCURRENCY='abc'", "valid integer"),
@@ -51,10 +74,11 @@ BAD_INPUTS = [
     ids=[next(iter(env)) + "=" + next(iter(env.values())) for env, _, _ in BAD_INPUTS],
 )
 def test_bad_variable_is_refused_in_one_line_naming_it(
-    env: dict[str, str], names: str, allowed: str
+    environment: SetEnv, env: dict[str, str], names: str, allowed: str
 ) -> None:
+    environment(env)
     with pytest.raises(ConfigError) as caught:
-        build(env, proc_self_cgroup="", affinity=2, host_cpus=2)
+        build(proc_self_cgroup="", affinity=2, host_cpus=2)
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith("invalid configuration: ")
@@ -62,15 +86,19 @@ def test_bad_variable_is_refused_in_one_line_naming_it(
     assert allowed in message
 
 
-def test_every_bad_variable_is_named_at_once() -> None:
+def test_every_bad_variable_is_named_at_once(environment: SetEnv) -> None:
+    # Two of the server's and one of the app's: both models are read before the line is made.
+    environment({"PORT": "x", "LOG_LEVEL": "y", "DOCS_ENABLED": "z"})
     with pytest.raises(ConfigError) as caught:
-        load_settings({"PORT": "x", "LOG_LEVEL": "y"})
+        load_settings()
     assert "PORT='x'" in str(caught.value)
     assert "LOG_LEVEL='y'" in str(caught.value)
+    assert "DOCS_ENABLED='z'" in str(caught.value)
 
 
-def test_empty_variable_means_unset() -> None:
-    server, _ = load_settings({"WEB_CONCURRENCY": "", "PORT": ""})
+def test_empty_variable_means_unset(environment: SetEnv) -> None:
+    environment({"WEB_CONCURRENCY": "", "PORT": ""})
+    server, _ = load_settings()
     assert server.WEB_CONCURRENCY is None
     assert server.PORT == 8000
 
@@ -107,10 +135,33 @@ def test_trusted_proxies_accept_addresses_and_networks() -> None:
     assert settings.FORWARDED_ALLOW_IPS == "10.0.0.1,172.30.0.0/24"
 
 
-def test_control_socket_is_off_unless_a_path_is_given() -> None:
-    off = build({}, proc_self_cgroup="", affinity=1, host_cpus=1).gunicorn
-    assert off["control_socket_disable"] is True
-    on = build(
-        {"CONTROL_SOCKET": "/tmp/g.ctl"}, proc_self_cgroup="", affinity=1, host_cpus=1
-    ).gunicorn
-    assert (on["control_socket_disable"], on["control_socket"]) == (False, "/tmp/g.ctl")
+# The app's variables as an operator may write them: bad, empty (unset), and spellings pydantic
+# accepts. Workers never read the server's model; they build the app from AppSettings().
+APP_ENVIRONMENTS = [
+    {"DOCS_ENABLED": "perhaps"},
+    {"DOCS_ENABLED": ""},
+    {"DOCS_ENABLED": "TRUE"},
+    {"DOCS_ENABLED": "0"},
+    {"APP_NAME": ""},
+    {"APP_NAME": " spaced name "},
+    {"ROOT_PATH": "api/"},
+    {"ROOT_PATH": ""},
+    {"APP_VERSION": "", "FAULT_INJECTION_ENABLED": "off"},
+]
+
+
+@pytest.mark.parametrize("env", APP_ENVIRONMENTS, ids=str)
+def test_the_master_accepts_exactly_what_a_worker_accepts(
+    environment: SetEnv, env: dict[str, str]
+) -> None:
+    environment(env)
+    try:
+        _, master = load_settings()
+    except ConfigError:
+        master = None
+    # What a worker runs: gunicorn calls the app factory, which reads the environment itself.
+    try:
+        worker = create_app().state.settings
+    except ValidationError:
+        worker = None
+    assert master == worker
