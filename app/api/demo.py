@@ -81,7 +81,9 @@ async def echo(websocket: WebSocket) -> None:
         return
 
 
-@router.post("/upload", name="upload")
+@router.post(
+    "/upload", name="upload", dependencies=[Depends(demo_endpoints_enabled)], responses=OFF
+)
 async def upload(request: Request) -> dict[str, int | str]:
     """Reads the request body as it arrives and answers with its size and SHA-256: what reached
     the app, byte for byte. Nothing is kept, so any size costs one chunk of memory; nginx sets

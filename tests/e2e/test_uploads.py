@@ -150,7 +150,8 @@ def assert_all_answered(done: list[Upload]) -> None:
     assert not wrong, f"{len(wrong)} of {len(done)} wrong ({statuses}), first: {wrong[0]!r:.300}"
 
 
-def test_fifty_slow_largest_uploads_at_once_are_all_answered(stack: Stack) -> None:
+def test_fifty_slow_largest_uploads_at_once_are_all_answered(demo_stack: Stack) -> None:
+    stack = demo_stack  # the shipped stack with only the demo endpoints (the upload) on
     limit = nginx_bytes("client_max_body_size")
     assert uploads_allowed() >= CLIENTS
     delay = start_delay(CLIENTS)
@@ -182,7 +183,10 @@ def test_fifty_slow_largest_uploads_at_once_are_all_answered(stack: Stack) -> No
     assert json.loads(body) == {"detail": "request body too large"}
 
 
-def test_one_spilling_upload_more_than_nginx_allows_is_refused_with_a_503(stack: Stack) -> None:
+def test_one_spilling_upload_more_than_nginx_allows_is_refused_with_a_503(
+    demo_stack: Stack,
+) -> None:
+    stack = demo_stack  # the shipped stack with only the demo endpoints (the upload) on
     # The bound the sizing rule counts on: with as many bodies on /tmp as nginx allows, one
     # more is refused (503, retry shortly) before its body is read, instead of filling /tmp
     # (a 500 for it and for others), and every one already in finishes.
