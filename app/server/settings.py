@@ -196,9 +196,13 @@ class ServerSettings(BaseSettings):
             if entry == "*":
                 continue
             try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+                # Strict, as gunicorn checks it: 10.0.0.1/24 (host bits set) passed here once and
+                # then stopped gunicorn with a line that named no variable.
+                ipaddress.ip_network(entry, strict=True)
+            except ValueError as error:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or CIDR network ({error})"
+                ) from None
         return ",".join(entries)
 
     @model_validator(mode="after")

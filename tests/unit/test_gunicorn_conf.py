@@ -28,8 +28,16 @@ exported = {
     if not name.startswith("_") and not isinstance(value, types.ModuleType)
     and not (callable(value) and value.__module__ != namespace["__name__"])
 }
+# gunicorn's own validation of each value, as it loads a config file (Config.set).
+config, refused = Config(), {}
+for name, value in exported.items():
+    try:
+        config.set(name, value)
+    except Exception as error:
+        refused[name] = f"{type(error).__name__}: {error}"
 print(json.dumps({
     "unknown": sorted(set(exported) - known),
+    "refused": refused,
     "values": {k: v for k, v in exported.items() if not callable(v)},
     "hooks": sorted(k for k, v in exported.items() if callable(v)),
 }, default=str))
@@ -89,6 +97,28 @@ def test_print_config_shows_exactly_what_the_file_sets(tmp_path: Path) -> None:
     shown = {k: v for k, v in values.items() if k != "logconfig_dict"}
     assert json.loads(printed.stdout)["gunicorn"] == shown
     assert list(own_tmp.iterdir()) == [], "print-config removed the metrics directory it made"
+
+
+# Values at the edges of what the settings accept: gunicorn must take each of them too, or a
+# variable the entrypoint let through would stop gunicorn with a line that names no variable.
+ACCEPTED_AT_THE_EDGES = [
+    {},
+    {"FORWARDED_ALLOW_IPS": "*"},
+    {"FORWARDED_ALLOW_IPS": "10.0.0.0/8, ::1, 172.30.117.0/24"},
+    {"BIND": "unix:/tmp/app.sock, [::1]:8000, 127.0.0.1:65535"},
+    {"HOST": "::", "PORT": "1"},
+    {"WORKER_TMP_DIR": "/tmp", "CONTROL_SOCKET": "/tmp/c.ctl", "PRELOAD": "yes"},
+    {"LOG_LEVEL": "critical", "LOG_FORMAT": "text", "ACCESS_LOG": "on"},
+    {"TIMEOUT": "3600", "GRACEFUL_TIMEOUT": "1", "KEEP_ALIVE": "3600", "BACKLOG": "65535"},
+    {"MAX_REQUESTS": "1", "MAX_REQUESTS_JITTER": "0", "WEB_CONCURRENCY": "1"},
+]
+
+
+@pytest.mark.parametrize("env", ACCEPTED_AT_THE_EDGES, ids=str)
+def test_gunicorn_takes_every_value_the_settings_accept(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    assert inspect_conf(tmp_path, env)["refused"] == {}
 
 
 def test_the_control_socket_is_off_unless_a_path_is_given(tmp_path: Path) -> None:

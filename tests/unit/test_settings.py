@@ -62,6 +62,11 @@ BAD_INPUTS = [
         "FORWARDED_ALLOW_IPS='nginx'",
         "'nginx' is not an IP address or CIDR network",
     ),
+    (
+        {"FORWARDED_ALLOW_IPS": "10.0.0.1/24"},
+        "FORWARDED_ALLOW_IPS='10.0.0.1/24'",
+        "'10.0.0.1/24' is not an IP address or CIDR network (10.0.0.1/24 has host bits set)",
+    ),
     ({"MEMORY_PER_WORKER_MB": "1"}, "MEMORY_PER_WORKER_MB='1'", "greater than or equal to 16"),
     ({"DOCS_ENABLED": "perhaps"}, "DOCS_ENABLED='perhaps'", "valid boolean"),
     ({"ROOT_PATH": "api/"}, "ROOT_PATH='api/'", "should match pattern"),
