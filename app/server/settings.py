@@ -3,7 +3,8 @@
 Names match tiangolo's uvicorn-gunicorn-fastapi image where they overlap (WEB_CONCURRENCY,
 WORKERS_PER_CORE, MAX_WORKERS, HOST, PORT, BIND, LOG_LEVEL, TIMEOUT, GRACEFUL_TIMEOUT,
 KEEP_ALIVE, ...), so a project moving off that image renames nothing. The README's configuration
-table is generated from this model's field descriptions (`python -m app.server.docs`).
+table is generated from this model's field descriptions (`scripts/config_reference.py`). Master and
+workers read it the same way, with pydantic-settings (app/server/config.py, load_settings).
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def test_print_config_shows_exactly_what_the_file_sets(tmp_path: Path) -> None:
 ACCEPTED_AT_THE_EDGES = [
     {},
     {"FORWARDED_ALLOW_IPS": "*"},
-    {"FORWARDED_ALLOW_IPS": "10.0.0.0/8, ::1, 172.30.117.0/24"},
+    {"FORWARDED_ALLOW_IPS": "10.0.0.0/8, ::1, 192.168.0.0/16"},
     {"BIND": "unix:/tmp/app.sock, [::1]:8000, 127.0.0.1:65535"},
     {"HOST": "::", "PORT": "1"},
     {"WORKER_TMP_DIR": "/tmp", "CONTROL_SOCKET": "/tmp/c.ctl", "PRELOAD": "yes"},
