@@ -32,8 +32,9 @@ class AppSettings(BaseSettings):
     DEMO_ENDPOINTS_ENABLED: bool = Field(
         default=False,
         description="Serve /api/demo/whoami (names the host and worker pid), /api/demo/wait (holds "
-        "a request up to 30 s) and the /api/demo/echo websocket: the tests and the benchmark "
-        "turn it on. Off by default: they answer 404, production does not publish them.",
+        "a request up to 30 s), /api/demo/upload (reads any body) and the /api/demo/echo "
+        "websocket: the tests and the benchmark turn it on. Off by default: they answer 404, "
+        "production does not publish them.",
     )
     FAULT_INJECTION_ENABLED: bool = Field(
         default=False,

@@ -1,9 +1,9 @@
 """An endpoint that awaits I/O, like a call to another service: what async workers are for.
 
 It also lets tests and benchmarks hold a request in flight (graceful stop, reload). The wait is
-bounded so it cannot pin a connection for longer than nginx would wait anyway. Like whoami and
-echo, it is off (404) unless DEMO_ENDPOINTS_ENABLED: a production service does not tell the
-internet its host names and pids, nor hold a connection for anyone who asks.
+bounded so it cannot pin a connection for longer than nginx would wait anyway. Like whoami,
+upload and echo, it is off (404) unless DEMO_ENDPOINTS_ENABLED: a production service does not
+tell the internet its host names and pids, nor hold a connection for anyone who asks.
 """
 
 from __future__ import annotations

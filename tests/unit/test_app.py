@@ -237,6 +237,8 @@ def test_demo_endpoints_are_off_by_default(client: TestClient, app: FastAPI) -> 
     for name in ("wait", "whoami"):
         answer = client.get(app.url_path_for(name))
         assert (answer.status_code, answer.json()) == (404, {"detail": "Not Found"})
+    answer = client.post(app.url_path_for("upload"), content=b"x")
+    assert (answer.status_code, answer.json()) == (404, {"detail": "Not Found"})
     # The websocket's upgrade is refused with the same 404, before any handshake.
     with (
         pytest.raises(WebSocketDenialResponse) as refused,
