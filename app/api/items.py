@@ -46,7 +46,8 @@ class ItemStore:
         return list(self._items.values())
 
 
-def get_store(request: Request) -> ItemStore:
+async def get_store(request: Request) -> ItemStore:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
     store: ItemStore = request.app.state.items
     return store
 
