@@ -91,7 +91,7 @@ def _start_all(
             raise RuntimeError(f"{name} did not start:\n{logs.stdout}\n{logs.stderr}") from None
         server.workers = server_processes(server.server)
         if server.variant.is_template and server.variant.via != "nginx-unix":
-            _check_metrics_as_shipped(server.server, server.workers - 1)
+            _check_metrics_as_shipped(server.server)
     return started
 
 
@@ -106,7 +106,10 @@ print(float(found.group(1)) if found else "none")
 """
 
 
-def _check_metrics_as_shipped(container: str, workers: int) -> None:
+def _check_metrics_as_shipped(container: str) -> None:
+    # gunicorn's master and workers (not counted: a healthcheck running at the moment).
+    rows = docker("top", container, "-eo", "pid,args").stdout.splitlines()[1:]
+    workers = sum("gunicorn" in row for row in rows) - 1
     seen = ""
     for _ in range(50):  # workers report themselves once their app has started: a few seconds
         seen = docker("exec", container, "python", "-c", _WORKERS_IN_METRICS).stdout.strip()
@@ -117,9 +120,10 @@ def _check_metrics_as_shipped(container: str, workers: int) -> None:
 
 
 def server_processes(container: str) -> int:
-    """Processes in the server container (master + workers, or a supervisor + workers)."""
+    """Processes in the server container (master + workers, or a supervisor + workers), not
+    counting the image's healthcheck if it is running at that moment."""
     rows = docker("top", container, "-eo", "pid,args").stdout.splitlines()[1:]
-    return len(rows)
+    return sum("app.server.healthcheck" not in row for row in rows)
 
 
 def _summarise_point(runs: list[dict[str, Any]]) -> dict[str, Any]:
