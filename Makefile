@@ -1,5 +1,5 @@
 # Shortcuts; each target is one command you can also type yourself.
-.PHONY: up down test print-config dev deploy bench bench-quick
+.PHONY: up down test print-config dev deploy
 
 up:            ## the stack on one host: nginx -> app, at http://127.0.0.1:8080
 	docker compose up --build
@@ -19,8 +19,6 @@ test:          ## lint, type-check, unit, integration and end-to-end tests
 print-config:  ## what gunicorn would run with in the compose app container (app.env, its limits)
 	docker compose run --rm app print-config
 
-bench:         ## the benchmark vs its peers (~20 min): .reports/bench/, docs/benchmarks.md
-	./scripts/bench
-
-bench-quick:   ## a short smoke run of every section (docs untouched)
-	./scripts/bench --quick
+# Targets kept beside what they run: the benchmark harness's (make bench, make bench-quick),
+# where the harness exists.
+-include bench/targets.mk
