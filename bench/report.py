@@ -489,7 +489,8 @@ def render(  # noqa: PLR0912, PLR0915
             "",
             f"Before: run of {before['meta']['started']} "
             f"(docs/bench/before.json); after: this page's run. Template (direct) / peer, "
-            "medians; each run's own baseline, so machine drift between the runs cancels.",
+            "medians; each run's own baseline, so machine drift between the runs cancels. Which "
+            'of these differences are claims: the table "template, direct against each peer".',
             "",
         ]
         then = {(r[0], r[1]): r for r in _template_vs_peers(before, "template-direct")}
@@ -497,7 +498,8 @@ def render(  # noqa: PLR0912, PLR0915
         for row in _template_vs_peers(results, "template-direct"):
             old = then.get((row[0], row[1]))
             changes.append(
-                [row[0], row[1], old[2] if old else "-", row[2], old[3] if old else "-", row[3]]
+                # Columns 2 and 4: the req/s and p99 ratios (3 and 5 are their claims).
+                [row[0], row[1], old[2] if old else "-", row[2], old[4] if old else "-", row[4]]
             )
         out += _table(
             ["point", "peer", "req/s ratio before", "after", "p99 ratio before", "after"], changes

@@ -124,7 +124,7 @@ class ServerSettings(BaseSettings):
         default=False,
         description="Have the app log one line per request (route template, duration in the "
         "app, client address). Off: nginx in front logs every request with the same request "
-        "id, and a second line per request costs about a quarter of a small endpoint's "
+        "id, and a second line per request costs about a fifth of a small endpoint's "
         "throughput (docs/benchmarks.md). Answers of 500 and above are logged either way.",
     )
 
