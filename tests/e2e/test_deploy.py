@@ -187,6 +187,11 @@ def run_deploy(
             lines.append(line.rstrip("\n"))
             printed_at.append(time.time())
             if interrupt_on and line.startswith(interrupt_on):
+                # A moment into the step, as a person's Ctrl-C lands: sent the instant the line
+                # appears, it met the microseconds in which the script starts the step's first
+                # command with SIGINT ignored, and was lost (a fresh-clone CI run; a known race
+                # in spawn(), left open).
+                time.sleep(0.3)
                 os.killpg(process.pid, signal.SIGINT)
                 interrupt_on = None
         process.wait()
