@@ -44,18 +44,22 @@ print(json.dumps({
 """
 
 
-def inspect_conf(tmp_path: Path, env: dict[str, str]) -> dict[str, object]:
-    result = subprocess.run(
-        [sys.executable, "-c", INSPECT],
+def run_python(args: list[str], tmp_path: Path, env: dict[str, str]) -> str:
+    """Python in the project directory with only PATH and `env`; its stdout. TMPDIR only keeps
+    the metrics directory the config makes inside this test's own."""
+    return subprocess.run(
+        [sys.executable, *args],
         cwd=ROOT,
-        # TMPDIR only keeps the metrics directory the config makes inside this test's own.
         env={"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path), **env},
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
-    )
-    inspected: dict[str, object] = json.loads(result.stdout)
+    ).stdout
+
+
+def inspect_conf(tmp_path: Path, env: dict[str, str]) -> dict[str, object]:
+    inspected: dict[str, object] = json.loads(run_python(["-c", INSPECT], tmp_path, env))
     return inspected
 
 
@@ -84,18 +88,9 @@ def test_print_config_shows_exactly_what_the_file_sets(tmp_path: Path) -> None:
     assert isinstance(values, dict)
     own_tmp = tmp_path / "print-config"
     own_tmp.mkdir()
-    printed = subprocess.run(
-        [sys.executable, "-m", "app.server.config"],
-        cwd=ROOT,
-        # As inspect_conf: TMPDIR only keeps the metrics directory inside this test's own.
-        env={"PATH": os.environ["PATH"], "TMPDIR": str(own_tmp), **env},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    printed = run_python(["-m", "app.server.config"], own_tmp, env)
     shown = {k: v for k, v in values.items() if k != "logconfig_dict"}
-    assert json.loads(printed.stdout)["gunicorn"] == shown
+    assert json.loads(printed)["gunicorn"] == shown
     assert list(own_tmp.iterdir()) == [], "print-config removed the metrics directory it made"
 
 
