@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import secrets
 import subprocess
 import time
@@ -27,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # copy of the template needs no twin of its tests. docker-compose.yml names the images it builds
 # PROJECT-app and PROJECT-nginx.
 PROJECT: str = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"]
-TAG = "e2e"
+# E2E_TAG: a second checkout testing on the same machine sets its own, so the two never
+# replace each other's images mid-run.
+TAG = os.environ.get("E2E_TAG", "e2e")
 APP_IMAGE = f"{PROJECT}-app:{TAG}"
 NGINX_IMAGE = f"{PROJECT}-nginx:{TAG}"
 

@@ -15,7 +15,7 @@ import pytest
 from websockets.sync.client import connect as websocket_connect
 
 from tests.docker import base_image, docker
-from tests.e2e.conftest import DEMO_ENDPOINTS, PROJECT, ROOT, Stack, gunicorn_workers, response
+from tests.e2e.conftest import DEMO_ENDPOINTS, PROJECT, ROOT, TAG, Stack, gunicorn_workers, response
 
 pytestmark = pytest.mark.e2e
 
@@ -237,7 +237,7 @@ def test_rebuild_after_an_app_change_reuses_the_dependency_layer(
     for name in files:
         shutil.copy(ROOT / name, context / name)
     shutil.copytree(ROOT / "app", context / "app", ignore=shutil.ignore_patterns("__pycache__"))
-    tag = f"{PROJECT}-app:e2e-rebuild"
+    tag = f"{PROJECT}-app:{TAG}-rebuild"
     try:
         docker("build", "-t", tag, str(context), timeout=600)
         before = _layers(tag)
