@@ -9,7 +9,6 @@ inspect`'s health log.
 
 from __future__ import annotations
 
-import http.client
 import os
 import socket
 import sys
@@ -17,27 +16,33 @@ from pathlib import Path
 
 PATH = "/readyz"
 TIMEOUT_S = 3.0
+# HTTP/1.1 by hand, on a plain socket: http.client imports the email package (about 35 ms of
+# CPU of a 55 ms probe, measured in the image), and while a container boots Docker runs this
+# every start_interval, on the CPU the boot and the serving replicas share.
+REQUEST = f"GET {PATH} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=TIMEOUT_S)
-        self._socket_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(TIMEOUT_S)
-        self.sock.connect(self._socket_path)
-
-
-def _connection(env: dict[str, str]) -> http.client.HTTPConnection:
+def _address(env: dict[str, str]) -> tuple[socket.AddressFamily, str | tuple[str, int]]:
+    """Where the server listens, read from BIND/PORT like the settings model reads them."""
     bind = (env.get("BIND") or "").split(",")[0].strip()
     if bind.startswith("unix:"):
-        return _UnixHTTPConnection(bind.removeprefix("unix:"))
+        return socket.AF_UNIX, bind.removeprefix("unix:")
     port = int(bind.rsplit(":", 1)[1]) if bind and not bind.startswith("fd://") else None
-    return http.client.HTTPConnection(
-        "127.0.0.1", port or int(env.get("PORT") or 8000), timeout=TIMEOUT_S
-    )
+    return socket.AF_INET, ("127.0.0.1", port or int(env.get("PORT") or 8000))
+
+
+def _status(family: socket.AddressFamily, address: str | tuple[str, int]) -> int:
+    """The status code the server answers GET PATH with."""
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(TIMEOUT_S)
+        sock.connect(address)
+        sock.sendall(REQUEST)
+        with sock.makefile("rb") as response:
+            line = response.readline(256)
+    version, _, rest = line.decode("latin-1").partition(" ")
+    if not version.startswith("HTTP/") or not rest[:3].isdigit():
+        raise OSError(f"not an HTTP response: {line[:60]!r}")
+    return int(rest[:3])
 
 
 def _config_error() -> str | None:
@@ -64,21 +69,18 @@ def _gunicorn_is_running() -> bool:
 def main() -> int:
     env = dict(os.environ)
     try:
-        connection = _connection(env)
+        family, address = _address(env)
     except ValueError:  # PORT=lots: the settings say it in their words
         print(f"healthcheck: {_config_error()}", file=sys.stderr)
         return 1
     try:
-        connection.request("GET", PATH)
-        status = connection.getresponse().status
+        status = _status(family, address)
     except OSError as error:
         reason = (None if _gunicorn_is_running() else _config_error()) or (
             f"{PATH} unreachable: {error}"
         )
         print(f"healthcheck: {reason}", file=sys.stderr)
         return 1
-    finally:
-        connection.close()
     if status != 200:
         print(f"healthcheck: {PATH} answered {status}", file=sys.stderr)
         return 1
