@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from app.logs import logging_config
 from app.server import hooks
 from app.server.config import build_or_exit, startup_record
+from app.server.follow import FOLLOWER as _follower
 
 # A bad variable: one readable line and exit 2 here, before any worker exists; no traceback.
 _server = build_or_exit()
@@ -29,6 +30,7 @@ wsgi_app = "app.main:create_app()"
 worker_class = "app.server.worker.Worker"
 # From the CPUs this container may use (cgroup quota, cpuset) and its memory, or WEB_CONCURRENCY.
 workers = _server.plan.workers
+# Then re-read every WORKERS_FOLLOW_INTERVAL s, one TTIN/TTOU per step (app/server/follow.py).
 preload_app = _env.PRELOAD
 
 # --- Where it listens --------------------------------------------------------------------------
@@ -70,6 +72,21 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     hooks.empty_metrics_dir(_metrics_dir)
     record = startup_record(globals(), _server.plan)
     hooks.log_startup(server.log.error_log, record, _env.LOG_FORMAT == "json")
+
+
+def when_ready(server):  # type: ignore[no-untyped-def]
+    server.log.info(_follower.start(server, _env))
+
+
+def on_reload(server):  # type: ignore[no-untyped-def]
+    # The re-run file's settings (WEB_CONCURRENCY or the interval may differ now).
+    server.log.info(_follower.start(server, _env))
+
+
+def nworkers_changed(server, new_value, old_value):  # type: ignore[no-untyped-def]
+    line = _follower.changed(new_value, old_value)
+    if line:
+        server.log.info(line)
 
 
 def pre_fork(server, worker):  # type: ignore[no-untyped-def]

@@ -82,6 +82,24 @@ def build(
 ) -> ServerConfig:
     """The settings and the worker count for the CPUs and memory this process may use."""
     settings, _ = load_settings()
+    return ServerConfig(
+        settings=settings,
+        plan=plan_now(settings, cgroup_root, proc_self_cgroup, affinity, host_cpus),
+    )
+
+
+def plan_now(
+    settings: ServerSettings,
+    cgroup_root: Path = cgroups.CGROUP_ROOT,
+    proc_self_cgroup: str | None = None,
+    affinity: int | None = None,
+    host_cpus: int | None = None,
+) -> WorkerPlan:
+    """The worker count for the CPUs and memory this process may use right now.
+
+    The boot (build) and the follower (app/server/follow.py) both call this, so a resized
+    container gets exactly the count a fresh start with the same limits would.
+    """
     membership = cgroups.read_proc_self_cgroup() if proc_self_cgroup is None else proc_self_cgroup
     cpus = cgroups.cpu_budget(
         cgroup_root,
@@ -90,7 +108,7 @@ def build(
         host_cpus=(os.cpu_count() or 1) if host_cpus is None else host_cpus,
     )
     memory = cgroups.memory_limit(cgroup_root, membership)
-    return ServerConfig(settings=settings, plan=workers_for(settings, cpus, memory))
+    return workers_for(settings, cpus, memory)
 
 
 def build_or_exit() -> ServerConfig:

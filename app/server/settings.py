@@ -61,6 +61,13 @@ class ServerSettings(BaseSettings):
         description="Memory budget per worker. With a container memory limit, the computed "
         "count never exceeds limit / budget (at least 1), so a small limit is not OOM-killed.",
     )
+    WORKERS_FOLLOW_INTERVAL: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=5,
+        description="Seconds between the master's re-reads of the CPU quota and memory limit; "
+        "when the computed count changes (an in-place resize: Kubernetes, `docker update "
+        "--cpus`) it adds or retires one worker per step with gunicorn's TTIN/TTOU, logging "
+        "why. 0: off, the count from the start stays. Never with WEB_CONCURRENCY.",
+    )
 
     # --- Where to listen --------------------------------------------------------------------
     HOST: str = Field(default="0.0.0.0", min_length=1, description="Address to bind.")  # nosec B104 - a container listens on all its interfaces
@@ -205,6 +212,15 @@ class ServerSettings(BaseSettings):
                     f"{entry!r} is not an IP address or CIDR network ({error})"
                 ) from None
         return ",".join(entries)
+
+    @field_validator("WORKERS_FOLLOW_INTERVAL")
+    @classmethod
+    def _follow_interval_is_off_or_humane(cls, value: float) -> float:
+        # Below half a second the master would spend its time re-reading files that change
+        # only when someone resizes the container.
+        if 0 < value < 0.5:
+            raise ValueError("must be 0 (off) or at least 0.5 seconds")
+        return value
 
     @model_validator(mode="after")
     def _worker_bounds_agree(self) -> ServerSettings:

@@ -66,7 +66,15 @@ def inspect_conf(tmp_path: Path, env: dict[str, str]) -> dict[str, object]:
 def test_every_exported_name_is_a_gunicorn_setting(tmp_path: Path) -> None:
     inspected = inspect_conf(tmp_path, {})
     assert inspected["unknown"] == []
-    assert inspected["hooks"] == ["child_exit", "on_exit", "on_starting", "pre_fork"]
+    assert inspected["hooks"] == [
+        "child_exit",
+        "nworkers_changed",
+        "on_exit",
+        "on_reload",
+        "on_starting",
+        "pre_fork",
+        "when_ready",
+    ]
 
 
 def test_exported_values_are_the_decided_ones(tmp_path: Path) -> None:
