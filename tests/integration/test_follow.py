@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Gunicorn
+from tests.integration.conftest import Gunicorn, KeepAliveClient
 from tests.integration.test_gunicorn import wait_for
 
 V1_CPU = Path("/sys/fs/cgroup/cpu")
@@ -127,3 +127,30 @@ def test_sighup_reload_keeps_the_follower_and_the_count(
         == 2
     ), found
     assert not [line for line in found if line.startswith("workers 1 -> ")], found
+
+
+def test_max_requests_recycling_and_sigterm_are_not_mistaken_for_a_resize(
+    gunicorn: type[Gunicorn], tmp_path: Path
+) -> None:
+    # Two workers recycled every 5 requests while the follower ticks: each recycle leaves the
+    # arbiter short of a worker for a moment, which must not look like a step to take.
+    server = gunicorn(
+        tmp_path, {**FOLLOW, "MAX_REQUESTS": "5", "MIN_WORKERS": "2"}, prefix=PINNED
+    ).start()
+    server.wait_ready(workers=2)
+    client = KeepAliveClient(server.url)
+    deadline = time.monotonic() + 6  # twelve ticks
+    sent = 0
+    while time.monotonic() < deadline and sent < 2000:
+        assert client.get("/healthz")[0] == 200
+        sent += 1
+    client.close()
+    assert server.log().count("Booting worker") > 4, "no recycling happened"
+    wait_for(lambda: len(server.workers()) == 2, 10, "two workers after the recycles")
+    steps = [line for line in messages(server) if line.startswith("workers ") and " -> " in line]
+    assert steps == [], steps
+
+    os.kill(server.pid, signal.SIGTERM)
+    assert server.process is not None
+    assert server.process.wait(30) == 0
+    assert "Shutting down: Master" in server.log()
