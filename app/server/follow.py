@@ -62,6 +62,8 @@ def next_step(wanted: int, running: int, plan: WorkerPlan) -> Step | None:
     """
     if running != wanted or plan.workers == wanted:
         return None
+    if wanted == 0:  # the workers were stopped on purpose (gunicorn's WINCH, when daemonized)
+        return None
     reason = "; ".join(plan.steps)
     if plan.workers > wanted:
         return Step(signal.SIGTTIN, wanted, wanted + 1, reason)

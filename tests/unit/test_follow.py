@@ -124,8 +124,13 @@ def plan(workers: int) -> WorkerPlan:
 
 @pytest.mark.parametrize(
     ("wanted", "running"),
-    [(2, 1), (1, 2), (3, 0)],
-    ids=["a worker booting", "a worker retiring", "a reload or recycle under way"],
+    [(2, 1), (1, 2), (3, 0), (0, 0)],
+    ids=[
+        "a worker booting",
+        "a worker retiring",
+        "a reload or recycle under way",
+        "workers stopped on purpose (WINCH)",
+    ],
 )
 def test_no_step_while_the_arbiter_is_settling(wanted: int, running: int) -> None:
     assert next_step(wanted, running, plan(4)) is None
