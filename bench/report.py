@@ -154,11 +154,52 @@ def _memory_change(was_run: dict[str, Any], now_run: dict[str, Any]) -> list[str
     return out
 
 
+def _disruption(section: dict[str, Any]) -> list[str]:
+    """Section 7's explanation and table, for the main run or a later one."""
+    third = section["seconds"] / 3
+    out = [
+        f"docker-compose.yml as shipped (rate limit raised); wrk with "
+        f"{section['connections']} connections through nginx on the compose network, for "
+        f"{section['seconds']:g} s with the event {third:g} s in, or (`deploy`) from "
+        f"{third:g} s before the event until {third:g} s after it ended. `steady`: the same "
+        "load and no event, on the same stack in the same repetition; `p99 / steady` divides "
+        "by that repetition's steady p99. `sighup`: `docker compose kill -s SIGHUP app`. "
+        "`compose-up-replace`: `docker compose up -d app` after the app's env file changed "
+        "(compose recreates the container). `deploy`: `./scripts/deploy --no-build "
+        "--no-pull` after the env file changed (new containers beside the old, old ones "
+        "drained once nginx sends to the new). `stop-one-of-3`: with `--scale app=3`, one "
+        "replica stopped as compose stops it (`docker stop -t 30`: SIGTERM, then the grace "
+        "period). `event s`: how long the event's command took.",
+        "",
+    ]
+    out += _table(
+        [
+            "event", "failed requests", "failed fraction", "requests", "p99 ms",
+            "steady p99 ms", "p99 / steady", "event s",
+        ],
+        [
+            [
+                r["event"],
+                _range(r["failures"]),
+                _range(r["failed_fraction"], 4),
+                _range(r["requests"]),
+                _range(r["p99_ms"], 1),
+                _range(r.get("steady_p99_ms", {}), 1),
+                _ratio(r.get("p99_vs_steady", {})),
+                "-" if r["event"].startswith("steady") else _range(r.get("event_s", {}), 1),
+            ]
+            for r in section["rows"]
+        ],
+    )  # fmt: skip
+    return out
+
+
 def _after(results: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """A later run of some sections, after the template changed: the diagnosis, and memory."""
+    """A later run of some sections, after the template changed: the diagnosis, memory, the
+    disruptions."""
     meta = after["meta"]
     out = [
-        "## After the changes: why the template loses, and memory with gc.freeze",
+        "## After the changes: a later run of some sections",
         "",
         f"A later run ({meta['started']}, {meta['mode']} mode, {meta['repetitions']} "
         f"repetitions, {meta['seconds_per_point']:g} s per point, images from "
@@ -184,6 +225,9 @@ def _after(results: dict[str, Any], after: dict[str, Any]) -> list[str]:
             "",
         ]
         out += _memory_change(results, after)
+    if "disruption" in after:
+        out += ["### Section 7 again: reloads, stops, replacements and deploys", ""]
+        out += _disruption(after["disruption"])
     return out
 
 
@@ -423,44 +467,8 @@ def render(  # noqa: PLR0912, PLR0915
         ]
 
     if "disruption" in results:
-        section = results["disruption"]
-        third = section["seconds"] / 3
-        out += [
-            "## 7. Failed requests during reloads, stops, replacements and deploys",
-            "",
-            f"docker-compose.yml as shipped (rate limit raised); wrk with "
-            f"{section['connections']} connections through nginx on the compose network, for "
-            f"{section['seconds']:g} s with the event {third:g} s in, or (`deploy`) from "
-            f"{third:g} s before the event until {third:g} s after it ended. `steady`: the same "
-            "load and no event, on the same stack in the same repetition; `p99 / steady` divides "
-            "by that repetition's steady p99. `sighup`: `docker compose kill -s SIGHUP app`. "
-            "`compose-up-replace`: `docker compose up -d app` after the app's env file changed "
-            "(compose recreates the container). `deploy`: `./scripts/deploy --no-build "
-            "--no-pull` after the env file changed (new containers beside the old, old ones "
-            "drained once nginx sends to the new). `stop-one-of-3`: with `--scale app=3`, one "
-            "replica stopped as compose stops it (`docker stop -t 30`: SIGTERM, then the grace "
-            "period). `event s`: how long the event's command took.",
-            "",
-        ]
-        out += _table(
-            [
-                "event", "failed requests", "failed fraction", "requests", "p99 ms",
-                "steady p99 ms", "p99 / steady", "event s",
-            ],
-            [
-                [
-                    r["event"],
-                    _range(r["failures"]),
-                    _range(r["failed_fraction"], 4),
-                    _range(r["requests"]),
-                    _range(r["p99_ms"], 1),
-                    _range(r.get("steady_p99_ms", {}), 1),
-                    _ratio(r.get("p99_vs_steady", {})),
-                    "-" if r["event"].startswith("steady") else _range(r.get("event_s", {}), 1),
-                ]
-                for r in section["rows"]
-            ],
-        )  # fmt: skip
+        out += ["## 7. Failed requests during reloads, stops, replacements and deploys", ""]
+        out += _disruption(results["disruption"])
 
     if "scrape" in results:
         section = results["scrape"]

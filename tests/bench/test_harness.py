@@ -98,6 +98,15 @@ def test_report_shows_each_disruption_beside_the_steady_p99_of_its_run() -> None
     assert "| compose-up-replace | 138 | 0.1380 | 1000 | 900.0 | 5.0 | 180.00x | 1.1 |" in lines
     assert "from 4 s before the event until 4 s after it ended" in page
 
+    # A later run of section 7 alone (after a change to the deploy) gets its own table below.
+    later = {**section, "rows": [row("steady", 0, 4.0, None, 0.0), row("deploy", 0, 6.0, 4.0, 8.0)]}
+    page = report.render(
+        {"meta": meta, "disruption": section}, None, {"meta": meta, "disruption": later}
+    )
+    tail = page.split("### Section 7 again")[1].splitlines()
+    assert "| deploy | 0 | 0.0000 | 1000 | 6.0 | 4.0 | 1.50x | 8.0 |" in tail
+    assert "| deploy | 0 | 0.0000 | 1000 | 9.0 | 5.0 | 1.80x | 9.5 |" not in tail
+
 
 def _point(variant: str, rps: list[float], p99: list[float]) -> dict[str, object]:
     return {
