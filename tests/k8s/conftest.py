@@ -112,9 +112,18 @@ def only(docs: list[Manifest], kind: str) -> Manifest:
     return found[0]
 
 
+def pod_containers(pod: Manifest) -> list[Manifest]:
+    """Every long-running container of a pod spec: the native sidecars (init containers with
+    restartPolicy Always: nginx) and the main containers."""
+    sidecars = [c for c in pod.get("initContainers", []) if c.get("restartPolicy") == "Always"]
+    main: list[Manifest] = pod["containers"]
+    return sidecars + main
+
+
 def container(deployment: Manifest, name: str) -> Manifest:
-    containers: list[Manifest] = deployment["spec"]["template"]["spec"]["containers"]
-    return next(c for c in containers if c["name"] == name)
+    return next(
+        c for c in pod_containers(deployment["spec"]["template"]["spec"]) if c["name"] == name
+    )
 
 
 def config_map_env(docs: list[Manifest], container_spec: Manifest) -> dict[str, str]:

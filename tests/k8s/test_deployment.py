@@ -22,6 +22,7 @@ from tests.k8s.conftest import (
     container,
     only,
     overlay_kustomization,
+    pod_containers,
 )
 
 # Seconds between gunicorn's graceful timeout running out and the kubelet's SIGKILL: process
@@ -75,14 +76,28 @@ def test_termination_grace_period_outlasts_pre_stop_and_gunicorn_graceful_timeou
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_nginx_stops_taking_connections_before_the_app_does(
+def test_nginx_is_a_native_sidecar_that_outlives_the_app(
     overlay: str, manifests: dict[str, list[Manifest]]
 ) -> None:
-    # Both pauses start together; nginx's SIGQUIT comes first, so no new request reaches a
-    # gunicorn that has already closed its socket.
-    nginx = container(deployment(manifests, overlay), "nginx")
+    # Started before the app and stopped after it: it serves through the app's pause and drain,
+    # so it needs no pause of its own. The app pauses with Kubernetes' sleep action, not a
+    # `sleep` process in the image.
+    spec = pod_spec(manifests, overlay)
+    [nginx] = [c for c in spec["initContainers"] if c["name"] == "nginx"]
+    assert nginx["restartPolicy"] == "Always"
+    assert "preStop" not in nginx.get("lifecycle", {})
+    assert [c["name"] for c in spec["containers"]] == ["app"]
     app = container(deployment(manifests, overlay), "app")
-    assert pre_stop_seconds(nginx) < pre_stop_seconds(app)
+    assert set(app["lifecycle"]["preStop"]) == {"sleep"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_cpu_resizes_in_place_and_memory_restarts_the_app(
+    overlay: str, manifests: dict[str, list[Manifest]]
+) -> None:
+    app = container(deployment(manifests, overlay), "app")
+    policy = {p["resourceName"]: p["restartPolicy"] for p in app["resizePolicy"]}
+    assert policy == {"cpu": "NotRequired", "memory": "RestartContainer"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -120,7 +135,7 @@ def test_app_gets_as_many_workers_as_its_integer_cpu_limit(
 def test_every_container_has_requests_and_limits_including_ephemeral_storage(
     overlay: str, manifests: dict[str, list[Manifest]]
 ) -> None:
-    for spec in pod_spec(manifests, overlay)["containers"]:
+    for spec in pod_containers(pod_spec(manifests, overlay)):
         for bound in ("requests", "limits"):
             assert set(spec["resources"][bound]) == {"cpu", "memory", "ephemeral-storage"}
 
@@ -159,11 +174,13 @@ def test_pod_meets_the_restricted_pod_security_standard(
     assert spec["automountServiceAccountToken"] is False
     assert spec["enableServiceLinks"] is False
     assert spec["serviceAccountName"] != "default"
-    for forbidden in ("hostNetwork", "hostPID", "hostIPC", "initContainers"):
+    for forbidden in ("hostNetwork", "hostPID", "hostIPC"):
         assert forbidden not in spec
+    # Init containers only as native sidecars: each is checked with the containers below.
+    assert all(c.get("restartPolicy") == "Always" for c in spec.get("initContainers", []))
     for volume in spec["volumes"]:
         assert volume["emptyDir"]["medium"] == "Memory", volume
-    for spec_container in spec["containers"]:
+    for spec_container in pod_containers(spec):
         context: dict[str, Any] = spec_container["securityContext"]
         assert context["runAsUser"] == USERS[spec_container["name"]]
         assert context["runAsNonRoot"] is True
@@ -203,7 +220,7 @@ def test_config_maps_are_generated_so_a_change_rolls_the_pods(
     prefix = overlay_kustomization(overlay)["namePrefix"]
     generated = {prefix + generator["name"] for generator in kustomization["configMapGenerator"]}
     # The generator's content hash is in the name the pod template refers to.
-    for spec in pod_spec(manifests, overlay)["containers"]:
+    for spec in pod_containers(pod_spec(manifests, overlay)):
         for source in spec["envFrom"]:
             name, _, suffix = source["configMapRef"]["name"].rpartition("-")
             assert name in generated
@@ -299,7 +316,7 @@ def test_every_object_carries_the_standard_labels(
 def test_each_overlay_sets_both_images_with_a_tag_or_digest(
     overlay: str, manifests: dict[str, list[Manifest]]
 ) -> None:
-    for spec in pod_spec(manifests, overlay)["containers"]:
+    for spec in pod_containers(pod_spec(manifests, overlay)):
         image = spec["image"]
         assert "@sha256:" in image or ":" in image.rsplit("/", 1)[-1], image
         assert not image.endswith(":latest"), image

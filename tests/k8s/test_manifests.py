@@ -32,9 +32,10 @@ def renders(rendered: dict[str, str], with_workers_from_cpu_request: str) -> dic
     return {**rendered, "production+workers-from-cpu-request": with_workers_from_cpu_request}
 
 
-# The oldest version these manifests need (HPA ContainerResource metrics are GA in 1.30), one in
-# between, and the newest kubernetes-validate 1.37.0 ships schemas for.
-KUBERNETES_VERSIONS = ["1.30.0", "1.33.0", "1.37.0"]
+# The minimum deploy/k8s/README.md states (1.35: native sidecar, preStop sleep action and
+# resizePolicy all on by default there), the next one, and the newest kubernetes-validate
+# 1.37.0 ships schemas for.
+KUBERNETES_VERSIONS = ["1.35.0", "1.36.0", "1.37.0"]
 
 # HTTPRoute is a Gateway API CRD. kubernetes-validate ships only the core API's schemas, and the
 # Gateway API's CRDs cannot be fetched offline here (they are not on PyPI), so the schema check

@@ -20,6 +20,7 @@ from tests.k8s.conftest import (
     only,
     overlay_kustomization,
     parse,
+    pod_containers,
 )
 
 NAME_LABEL = "app.kubernetes.io/name"
@@ -63,7 +64,7 @@ def test_every_object_takes_its_name_namespace_and_images_from_the_overlay(
     # The name without its tag: a registry may have a port (registry.example.com:5000/...).
     used = {
         re.sub(r":[^:/]+$", "", c["image"])
-        for c in deployment["spec"]["template"]["spec"]["containers"]
+        for c in pod_containers(deployment["spec"]["template"]["spec"])
     }
     assert used == images
     # What a reference points at was renamed with it (HTTPRoute: kustomizeconfig.yaml).

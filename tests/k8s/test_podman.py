@@ -8,6 +8,7 @@ hooks (deploy/k8s/README.md lists what it cannot emulate), so readiness is polle
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -94,31 +95,21 @@ def variant_kustomization(
         name, tag = images[entry["name"]].rsplit(":", 1)
         replaced.append({"name": entry["newName"], "newName": name, "newTag": tag})
     base = yaml.safe_load((K8S / "base" / "deployment.yaml").read_text())
+    sidecars = {c["name"] for c in base["spec"]["template"]["spec"].get("initContainers", [])}
+    # podman publishes every containerPort, on 0.0.0.0 unless told otherwise. nginx is a native
+    # sidecar: its port is patched where it is declared, under initContainers.
+    pod_patch: dict[str, list[Manifest]] = {}
+    for name, (container_port, host_port) in ports.items():
+        field = "initContainers" if name in sidecars else "containers"
+        port = {"containerPort": container_port, "protocol": "TCP"}
+        pod_patch.setdefault(field, []).append(
+            {"name": name, "ports": [{**port, "hostIP": "127.0.0.1", "hostPort": host_port}]}
+        )
     port_patch = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": base["metadata"]["name"]},
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {
-                            "name": name,
-                            "ports": [
-                                {
-                                    "containerPort": container_port,
-                                    "protocol": "TCP",
-                                    "hostIP": "127.0.0.1",
-                                    "hostPort": host_port,
-                                }
-                            ],
-                        }
-                        # podman publishes every containerPort, on 0.0.0.0 unless told otherwise.
-                        for name, (container_port, host_port) in ports.items()
-                    ]
-                }
-            }
-        },
+        "spec": {"template": {"spec": pod_patch}},
     }
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -129,6 +120,55 @@ def variant_kustomization(
         "patches": [{"patch": yaml.safe_dump(port_patch)}],
     }
     (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+
+
+def as_podman_plays_it(docs: list[Manifest]) -> list[Manifest]:
+    """The manifests with each native sidecar (an init container with restartPolicy Always)
+    made an ordinary container, first in the list: podman 4.3 runs init containers to
+    completion before the others, so nginx would block the pod's start. What changes is only
+    when Kubernetes starts and stops it; its image, env, securityContext, limits and mounts are
+    the shipped ones. Everything else is returned as it is (copies: the input is not touched)."""
+    played = copy.deepcopy(docs)
+    for doc in played:
+        if doc["kind"] != "Deployment":
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        init = pod.pop("initContainers", [])
+        sidecars = [c for c in init if c.get("restartPolicy") == "Always"]
+        for sidecar in sidecars:
+            del sidecar["restartPolicy"]
+        if rest := [c for c in init if c not in sidecars]:
+            pod["initContainers"] = rest
+        pod["containers"] = sidecars + pod["containers"]
+    return played
+
+
+def test_as_podman_plays_it_makes_sidecars_ordinary_containers() -> None:
+    job = {"name": "migrate", "image": "m"}
+    docs: list[Manifest] = [
+        {"kind": "ConfigMap", "data": {"A": "1"}},
+        {
+            "kind": "Deployment",
+            "spec": {
+                "template": {
+                    "spec": {
+                        "initContainers": [
+                            {"name": "nginx", "image": "n", "restartPolicy": "Always"},
+                            job,
+                        ],
+                        "containers": [{"name": "app", "image": "a"}],
+                    }
+                }
+            },
+        },
+    ]
+    played = as_podman_plays_it(docs)
+    pod = played[1]["spec"]["template"]["spec"]
+    assert pod["containers"] == [{"name": "nginx", "image": "n"}, {"name": "app", "image": "a"}]
+    # A true init container stays one; the input is unchanged.
+    assert pod["initContainers"] == [job]
+    assert played[0] == docs[0]
+    assert docs[1]["spec"]["template"]["spec"]["initContainers"][0]["restartPolicy"] == "Always"
 
 
 @dataclass
@@ -177,7 +217,8 @@ def production_pod(
         {"nginx": (8080, nginx_port), "app": (8000, free_port())},
     )
     # The Deployment and the ConfigMaps it reads: the rest is cluster plumbing podman ignores.
-    docs = [d for d in parse(kustomize(directory)) if d["kind"] in ("ConfigMap", "Deployment")]
+    rendered = [d for d in parse(kustomize(directory)) if d["kind"] in ("ConfigMap", "Deployment")]
+    docs = as_podman_plays_it(rendered)
     play = directory / "play.yaml"
     play.write_text(yaml.safe_dump_all(docs))
     deployment = only(docs, "Deployment")

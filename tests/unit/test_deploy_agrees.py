@@ -208,7 +208,8 @@ def pod_and_nginx() -> tuple[dict[str, Any], dict[str, Any]]:
         if doc and doc["kind"] == "Deployment"
     ]
     pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
-    [nginx] = [c for c in pod["containers"] if c["name"] == "nginx"]
+    # A native sidecar: an init container with restartPolicy Always.
+    [nginx] = [c for c in pod["initContainers"] if c["name"] == "nginx"]
     return pod, nginx
 
 
