@@ -4,6 +4,7 @@ the test, a client that trusts only that CA, and testssl.sh grading the port."""
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import ssl
 import subprocess
@@ -193,3 +194,41 @@ def test_good_files_pass_the_checks_and_the_config_test(images: None, certs: Pat
     result = start_nginx({"TLS_MODE": "files"}, certs)
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr
+
+
+# testssl.sh's severities that fail the grade; its finding texts that do whatever the severity.
+BAD_SEVERITIES = {"MEDIUM", "HIGH", "CRITICAL"}
+BAD_WORDS = ("NOT ok", "VULNERABLE")
+
+
+def test_testssl_grades_the_https_port_without_a_finding(
+    tls_stack: Stack, certs: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The report stays in pytest's temporary directory, out of the repository.
+    report = tmp_path_factory.mktemp("testssl") / "report.json"
+    port = tls_stack.env["HTTPS_PORT"]
+    run = subprocess.run(
+        ["testssl.sh", "--quiet", "--color", "0", "--warnings", "off", "--add-ca",
+         str(certs / "ca.pem"), "--jsonfile", str(report), f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    findings: list[dict[str, str]] = json.loads(report.read_text())
+    by_id = {finding["id"]: finding for finding in findings}
+    summary = [
+        f"{f['severity']:8} {f['id']}: {f['finding']}"
+        for f in findings
+        if f["severity"] not in {"INFO", "OK"} or f["id"] in {"SSLv2", "SSLv3", "TLS1", "TLS1_1",
+        "TLS1_2", "TLS1_3", "FS", "FS_KEMs", "HSTS_time", "overall_grade"}
+    ]  # fmt: skip
+    print("testssl.sh summary:\n" + "\n".join(summary))
+    bad = [
+        f"{f['severity']} {f['id']}: {f['finding']}"
+        for f in findings
+        if f["severity"] in BAD_SEVERITIES or any(word in f["finding"] for word in BAD_WORDS)
+    ]
+    assert not bad, run.stdout[-3000:]
+    for old in ("SSLv2", "SSLv3", "TLS1", "TLS1_1"):
+        assert by_id[old]["finding"].startswith("not offered"), by_id[old]
+    assert by_id["FS"]["finding"].startswith("offered"), by_id["FS"]
+    assert by_id["HSTS_time"]["severity"] == "OK", by_id["HSTS_time"]
+    assert by_id["overall_grade"]["finding"] == "A+", by_id["overall_grade"]

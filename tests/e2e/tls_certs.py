@@ -18,7 +18,7 @@ def make_ca(directory: Path) -> Path:
     """A self-signed CA (ca.pem, ca.key); returns the certificate clients trust."""
     openssl(
         "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=tls test CA",
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "365", "-subj", "/CN=tls test CA",
         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
         cwd=directory,
     )  # fmt: skip
@@ -34,12 +34,16 @@ def issue(directory: Path, name: str, *, key_type: str = "rsa:2048") -> None:
     (directory / "ext.cnf").write_text(
         f"subjectAltName=DNS:{name},DNS:localhost,IP:127.0.0.1\n"
         "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"
+        # A CRL address, as every public CA's certificate has (testssl.sh grades its absence
+        # HIGH); testssl.sh does not fetch it unless told to phone out, and nothing listens.
+        "crlDistributionPoints=URI:http://127.0.0.1:9/test-ca.crl\n"
     )
     openssl(
         "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "1", "-extfile", "ext.cnf", "-out", "fullchain.pem",
+        "-CAcreateserial", "-days", "90", "-extfile", "ext.cnf", "-out", "fullchain.pem",
         cwd=directory,
     )  # fmt: skip
+    # 90 days: Let's Encrypt's lifetime; testssl.sh grades one under 30 days left HIGH.
     # nginx reads them as uid 101; the test directory is root's.
     directory.chmod(0o755)
     for pem in ("fullchain.pem", "privkey.pem"):
