@@ -151,7 +151,7 @@ def break_expired(certs: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "breaks", "line"),
     [
-        ({"TLS_MODE": "on"}, None, "TLS: TLS_MODE=on is not one of off, files"),
+        ({"TLS_MODE": "on"}, None, "TLS: TLS_MODE=on is not one of off, files, acme"),
         (
             {"TLS_MODE": "files"},
             break_unreadable_key,
@@ -175,8 +175,20 @@ def break_expired(certs: Path) -> None:
             None,
             "TLS: HTTPS_PORT=https is not a port number",
         ),
+        (
+            {"TLS_MODE": "acme"},
+            None,
+            "TLS: TLS_MODE=acme needs TLS_DOMAIN (the name to get a certificate for)",
+        ),
     ],
-    ids=["unknown-mode", "unreadable-key", "key-not-matching", "expired", "bad-port"],
+    ids=[
+        "unknown-mode",
+        "unreadable-key",
+        "key-not-matching",
+        "expired",
+        "bad-port",
+        "acme-no-domain",
+    ],
 )
 def test_a_bad_tls_input_stops_nginx_with_one_line_naming_it(
     images: None, certs: Path, env: dict[str, str], breaks: Any, line: str
