@@ -1,0 +1,150 @@
+"""TLS_MODE=acme against pebble, Let's Encrypt's ACME test server: the shipped
+docker-compose.acme.yml and images, pebble on the stack's own network (the host's pebble binary
+in a stand-in base container), HTTP-01 answered by nginx, a client trusting only pebble's CA."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.docker import docker
+from tests.e2e.conftest import Stack
+from tests.e2e.test_https import free_port
+from tests.e2e.tls_certs import issue, make_ca
+
+pytestmark = pytest.mark.e2e
+
+NAME = "service.test"
+PEBBLE_BASE = "python:3.14-slim"  # a stand-in with glibc and Python (to fetch pebble's root)
+
+
+def write_pebble_files(directory: Path) -> None:
+    make_ca(directory)
+    issue(directory, "pebble")  # pebble's own HTTPS, as the acme service reaches it
+    (directory / "pebble.json").write_text(
+        json.dumps(
+            {
+                "pebble": {
+                    "listenAddress": "0.0.0.0:14000",
+                    "managementListenAddress": "0.0.0.0:15000",
+                    "certificate": "/cfg/fullchain.pem",
+                    "privateKey": "/cfg/privkey.pem",
+                    # HTTP-01 is fetched from nginx's container port (80 on a real host).
+                    "httpPort": 8080,
+                    "tlsPort": 8443,
+                    "ocspResponderURL": "",
+                    "externalAccountBindingRequired": False,
+                }
+            }
+        )
+    )
+    # The test's override: nginx answers as NAME on the network (pebble resolves it with
+    # Docker's DNS), and lego trusts pebble's HTTPS through the test CA.
+    (directory / "compose.test.yml").write_text(
+        f"""services:
+  nginx:
+    networks:
+      backend:
+        aliases: [{NAME}]
+  acme:
+    environment:
+      LEGO_CA_CERTIFICATES: /pebble-ca/ca.pem
+    volumes:
+      - {directory}:/pebble-ca:ro
+"""
+    )
+
+
+def served_certificate(port: int, root: Path) -> dict[str, Any]:
+    context = ssl.create_default_context(cafile=str(root))  # pebble's root and nothing else
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=NAME) as tls,
+    ):
+        certificate = tls.getpeercert()
+        assert certificate, "verified, so the certificate is there"
+        return dict(certificate)
+
+
+def wait_for_certificate(
+    port: int, root: Path, not_serial: str | None, timeout: float
+) -> dict[str, Any]:
+    """The certificate nginx serves once it verifies against pebble's root (and, with
+    not_serial, is another one than that): polled every 0.5 s, bounded in time."""
+    deadline = time.monotonic() + timeout
+    error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            certificate = served_certificate(port, root)
+            if certificate["serialNumber"] != not_serial:
+                return certificate
+        except (ssl.SSLError, OSError) as failure:
+            error = failure
+        time.sleep(0.5)
+    raise AssertionError(f"no new verified certificate within {timeout} s: {error}")
+
+
+@pytest.fixture
+def acme_stack(stack_factory: Any, tmp_path: Path) -> Iterator[tuple[Stack, str, Path]]:
+    write_pebble_files(tmp_path)
+    port = free_port()
+    stack: Stack = stack_factory(
+        env={
+            "TLS_DOMAIN": NAME,
+            "ACME_EMAIL": "ops@service.test",
+            "ACME_SERVER": "https://pebble:14000/dir",
+            "ACME_RETRY_SECONDS": "2",
+            "APT_IGNORE_RELEASE_EXPIRY": "true",
+            "HTTPS_BIND": "127.0.0.1",
+            "HTTPS_PORT": str(port),
+        },
+        files=["docker-compose.yml", "docker-compose.acme.yml", str(tmp_path / "compose.test.yml")],
+    )
+    stack.env["HTTPS_PORT"] = str(port)
+    stack.compose("build", "acme", timeout=600)
+    stack.compose("create")
+    pebble = f"{stack.name}-pebble"
+    docker(
+        "run", "-d", "--name", pebble, "--network", f"{stack.name}_backend",
+        "--network-alias", "pebble",
+        # No random validation delays, no rejected nonces: the test checks HTTP-01, not lego's
+        # retries.
+        "-e", "PEBBLE_VA_NOSLEEP=1", "-e", "PEBBLE_WFE_NONCEREJECT=0",
+        "-v", "/usr/bin/pebble:/usr/local/bin/pebble:ro", "-v", f"{tmp_path}:/cfg:ro",
+        PEBBLE_BASE, "pebble", "-config", "/cfg/pebble.json",
+    )  # fmt: skip
+    try:
+        stack.up()
+        yield stack, pebble, tmp_path
+    finally:
+        docker("rm", "-f", pebble, check=False)
+
+
+def pebble_root(pebble: str, directory: Path) -> Path:
+    """The root pebble signs with, made at its start: from its management port, inside."""
+    fetch = (
+        "import ssl, urllib.request; print(urllib.request.urlopen('https://localhost:15000/roots/0',"
+        " context=ssl.create_default_context(cafile='/cfg/ca.pem')).read().decode())"
+    )
+    root = directory / "pebble-root.pem"
+    root.write_text(docker("exec", pebble, "python", "-c", fetch).stdout)
+    return root
+
+
+def test_acme_mode_obtains_a_certificate_over_http01_and_serves_it(
+    acme_stack: tuple[Stack, str, Path],
+) -> None:
+    stack, pebble, directory = acme_stack
+    root = pebble_root(pebble, directory)
+    certificate = wait_for_certificate(int(stack.env["HTTPS_PORT"]), root, None, timeout=90)
+    assert ("DNS", NAME) in certificate["subjectAltName"]
+    logs = stack.logs("acme") + stack.logs("nginx")
+    assert "PRIVATE KEY" not in logs
+    assert "reloaded" in stack.logs("nginx")
