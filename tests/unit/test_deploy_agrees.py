@@ -117,7 +117,9 @@ def test_the_development_override_is_not_loaded_by_a_plain_up() -> None:
     assert (ROOT / "docker-compose.dev.yml").exists()
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "deploy/nginx/Dockerfile"])
+@pytest.mark.parametrize(
+    "dockerfile", ["Dockerfile", "deploy/nginx/Dockerfile", "deploy/acme/Dockerfile"]
+)
 def test_dockerfiles_are_hadolint_clean(dockerfile: str) -> None:
     hadolint = Path(sys.executable).parent / "hadolint"
     result = subprocess.run(
