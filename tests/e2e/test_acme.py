@@ -136,6 +136,10 @@ def acme_stack(
         yield stack, pebble, tmp_path
     finally:
         docker("rm", "-f", pebble, check=False)
+        # compose names the acme image after the project, one per test: remove it (its layers
+        # stay cached for the next test's build).
+        stack.down()
+        docker("rmi", f"{stack.name}-acme", check=False)
 
 
 def pebble_root(pebble: str, directory: Path) -> Path:
