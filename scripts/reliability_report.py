@@ -18,14 +18,16 @@ DOC = ROOT / "docs" / "reliability.md"
 
 INTRO = """# Reliability: faults, abuse and load through the real stack
 
-Every row is an automated test in `tests/e2e/test_reliability.py` or
-`tests/e2e/test_edge_abuse.py` that runs against the compose stack (nginx + app containers, real
+Every row is an automated test in `tests/e2e/test_reliability.py`,
+`tests/e2e/test_edge_abuse.py` or (HTTPS, rows 12-13) `tests/e2e/test_acme.py` and
+`tests/e2e/test_https.py` that runs against the compose stack (nginx + app containers, real
 Docker) and asserts the outcome; the figures are what that run measured. Loads are bounded and
 go to 127.0.0.1 only (nginx's published port, through docker-proxy). Absolute numbers from a
 2-core machine shared with the load generator are not a benchmark: read them as "failed
 requests" and "time to recover".
 
-Rerun: `./scripts/test tests/e2e/test_reliability.py tests/e2e/test_edge_abuse.py`, then
+Rerun: `./scripts/test tests/e2e/test_reliability.py tests/e2e/test_edge_abuse.py
+tests/e2e/test_acme.py tests/e2e/test_https.py`, then
 `python scripts/reliability_report.py`.
 
 What these runs exposed, and what was done:

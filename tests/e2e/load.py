@@ -8,6 +8,7 @@ It is a test tool, not a benchmark: it measures whether requests fail, and laten
 from __future__ import annotations
 
 import asyncio
+import ssl
 import statistics
 import time
 from collections import Counter
@@ -97,6 +98,8 @@ async def _connection(
     deadline: float,
     budget: list[int],
     result: LoadResult,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> None:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
@@ -107,7 +110,12 @@ async def _connection(
         reused = writer is not None
         try:
             if writer is None:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(
+                        host, port, ssl=tls, server_hostname=server_hostname if tls else None
+                    ),
+                    5,
+                )
             assert reader is not None
             assert writer is not None
             writer.write(request)
@@ -156,9 +164,11 @@ async def _run(
     max_requests: int,
     json_body: bytes | None,
     allowed_stale_retries: int,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> LoadResult:
-    host, port = url.removeprefix("http://").split(":")
-    request = _request(host, path, json_body)
+    host, port = url.removeprefix("http://").removeprefix("https://").split(":")
+    request = _request(server_hostname or host, path, json_body)
     result = LoadResult(allowed_stale_retries=allowed_stale_retries)
     started = time.monotonic()
     budget = [max_requests]
@@ -172,6 +182,8 @@ async def _run(
                 deadline=started + duration,
                 budget=budget,
                 result=result,
+                tls=tls,
+                server_hostname=server_hostname,
             )
             for _ in range(connections)
         )
@@ -189,12 +201,16 @@ def run_load(
     max_requests: int,
     json_body: bytes | None = None,
     allowed_stale_retries: int = 0,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> LoadResult:
     """Blocking: run the load and return what happened. With `json_body`, every request is a
     POST of it (never retried: a client cannot know whether a POST was processed). A GET whose
     kept-alive connection the server closed under it is retried once on a new connection, as
     HTTP clients do; `allowed_stale_retries` is how many of those the scenario explains (none
-    unless it closes client connections on purpose), and any beyond count in `failed`."""
+    unless it closes client connections on purpose), and any beyond count in `failed`. With
+    `tls`, every connection is HTTPS with that context, verified as `server_hostname` (also the
+    Host header)."""
     return asyncio.run(
         _run(
             url,
@@ -204,5 +220,7 @@ def run_load(
             max_requests=max_requests,
             json_body=json_body,
             allowed_stale_retries=allowed_stale_retries,
+            tls=tls,
+            server_hostname=server_hostname,
         )
     )

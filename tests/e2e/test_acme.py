@@ -16,6 +16,7 @@ import pytest
 
 from tests.docker import docker
 from tests.e2e.conftest import Stack
+from tests.e2e.load import run_load
 from tests.e2e.test_https import free_port
 from tests.e2e.tls_certs import issue, make_ca
 
@@ -92,7 +93,16 @@ def wait_for_certificate(
 
 
 @pytest.fixture
-def acme_stack(stack_factory: Any, tmp_path: Path) -> Iterator[tuple[Stack, str, Path]]:
+def acme_env() -> dict[str, str]:
+    """Extra compose variables for a test's stack (a test overrides this fixture's values by
+    parametrizing or by its own fixture)."""
+    return {}
+
+
+@pytest.fixture
+def acme_stack(
+    stack_factory: Any, tmp_path: Path, acme_env: dict[str, str]
+) -> Iterator[tuple[Stack, str, Path]]:
     write_pebble_files(tmp_path)
     port = free_port()
     stack: Stack = stack_factory(
@@ -104,6 +114,7 @@ def acme_stack(stack_factory: Any, tmp_path: Path) -> Iterator[tuple[Stack, str,
             "APT_IGNORE_RELEASE_EXPIRY": "true",
             "HTTPS_BIND": "127.0.0.1",
             "HTTPS_PORT": str(port),
+            **acme_env,
         },
         files=["docker-compose.yml", "docker-compose.acme.yml", str(tmp_path / "compose.test.yml")],
     )
@@ -125,6 +136,10 @@ def acme_stack(stack_factory: Any, tmp_path: Path) -> Iterator[tuple[Stack, str,
         yield stack, pebble, tmp_path
     finally:
         docker("rm", "-f", pebble, check=False)
+        # compose names the acme image after the project, one per test: remove it (its layers
+        # stay cached for the next test's build).
+        stack.down()
+        docker("rmi", f"{stack.name}-acme", check=False)
 
 
 def pebble_root(pebble: str, directory: Path) -> Path:
@@ -148,3 +163,51 @@ def test_acme_mode_obtains_a_certificate_over_http01_and_serves_it(
     logs = stack.logs("acme") + stack.logs("nginx")
     assert "PRIVATE KEY" not in logs
     assert "reloaded" in stack.logs("nginx")
+
+
+# Renew at every check (a renewal window longer than any certificate's life), every 3 s, by
+# the day count alone (pebble's ARI would say "not yet"), without lego's random delay.
+RENEW_ALWAYS = {
+    "ACME_RENEW_DAYS": "100000",
+    "ACME_CHECK_SECONDS": "3",
+    "ACME_ARI": "false",
+    "ACME_RANDOM_SLEEP": "false",
+}
+
+
+@pytest.mark.parametrize("acme_env", [RENEW_ALWAYS])
+def test_renewals_under_keepalive_https_load_fail_no_request(
+    acme_stack: tuple[Stack, str, Path], reliability_report: dict[str, dict[str, object]]
+) -> None:
+    stack, pebble, directory = acme_stack
+    root = pebble_root(pebble, directory)
+    port = int(stack.env["HTTPS_PORT"])
+    first = wait_for_certificate(port, root, None, timeout=90)
+    connections = 8
+    result = run_load(
+        f"https://127.0.0.1:{port}",
+        "/healthz",
+        connections=connections,
+        duration=25,
+        max_requests=60_000,
+        tls=ssl.create_default_context(cafile=str(root)),
+        server_hostname=NAME,
+        # A reload closes each idle kept-alive client connection once (nginx's old workers
+        # finish in-flight requests, then close): a GET is retried once on a new connection.
+        allowed_stale_retries=connections * 10,
+    )
+    reloads = stack.logs("nginx").count("nginx reloaded")
+    summary = result.summary()
+    reliability_report["12. ACME renewals under HTTPS keep-alive load (pebble)"] = {
+        **summary,
+        "connections": connections,
+        "seconds": 25,
+        # The first reload installs the first certificate, before the load starts.
+        "renewal_reloads_during_load": reloads - 1,
+    }
+    print(f"renewal under load: {reloads} reloads, {summary}")
+    assert served_certificate(port, root)["serialNumber"] != first["serialNumber"]
+    assert reloads >= 3, stack.logs("nginx")[-3000:]
+    assert result.stale_retries <= connections * reloads, summary
+    assert result.failed == 0, summary
+    assert result.statuses[200] == result.sent, summary

@@ -214,7 +214,10 @@ BAD_WORDS = ("NOT ok", "VULNERABLE")
 
 
 def test_testssl_grades_the_https_port_without_a_finding(
-    tls_stack: Stack, certs: Path, tmp_path_factory: pytest.TempPathFactory
+    tls_stack: Stack,
+    certs: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    reliability_report: dict[str, dict[str, object]],
 ) -> None:
     # The report stays in pytest's temporary directory, out of the repository.
     report = tmp_path_factory.mktemp("testssl") / "report.json"
@@ -233,6 +236,13 @@ def test_testssl_grades_the_https_port_without_a_finding(
         "TLS1_2", "TLS1_3", "FS", "FS_KEMs", "HSTS_time", "overall_grade"}
     ]  # fmt: skip
     print("testssl.sh summary:\n" + "\n".join(summary))
+    reliability_report["13. testssl.sh on the HTTPS port (TLS_MODE=files)"] = {
+        "grade": by_id["overall_grade"]["finding"],
+        "offered": ", ".join(p for p in ("TLS1_2", "TLS1_3") if by_id[p]["severity"] == "OK"),
+        "forward_secrecy": by_id["FS"]["finding"],
+        "kems": by_id.get("FS_KEMs", {}).get("finding", "none"),
+        "findings_medium_or_worse": sum(f["severity"] in BAD_SEVERITIES for f in findings),
+    }
     bad = [
         f"{f['severity']} {f['id']}: {f['finding']}"
         for f in findings

@@ -92,10 +92,10 @@ def test_the_app_trusts_forwarded_headers_from_the_backend_network_only() -> Non
 
 
 def test_every_compose_variable_is_documented_in_env_example() -> None:
-    # The HTTPS override's variables too: a user sets them in the same .env.
+    # The HTTPS overrides' variables too: a user sets them in the same .env.
     lines = [
         line
-        for name in ("docker-compose.yml", "docker-compose.tls.yml")
+        for name in ("docker-compose.yml", "docker-compose.tls.yml", "docker-compose.acme.yml")
         for line in (ROOT / name).read_text().splitlines()
     ]
     code = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
@@ -117,7 +117,9 @@ def test_the_development_override_is_not_loaded_by_a_plain_up() -> None:
     assert (ROOT / "docker-compose.dev.yml").exists()
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "deploy/nginx/Dockerfile"])
+@pytest.mark.parametrize(
+    "dockerfile", ["Dockerfile", "deploy/nginx/Dockerfile", "deploy/acme/Dockerfile"]
+)
 def test_dockerfiles_are_hadolint_clean(dockerfile: str) -> None:
     hadolint = Path(sys.executable).parent / "hadolint"
     result = subprocess.run(
