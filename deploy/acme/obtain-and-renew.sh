@@ -14,18 +14,14 @@ fail() {
 server=${ACME_SERVER:-https://acme-v02.api.letsencrypt.org/directory}
 renew_days=${ACME_RENEW_DAYS:-30}
 check_seconds=${ACME_CHECK_SECONDS:-43200}
-# ARI (RFC 9773): the CA says when to renew (early, when it revokes a batch); it overrides the
-# day count. false: ACME_RENEW_DAYS alone decides (a CA without ARI, or a test's short window).
-case "${ACME_ARI:-true}" in
-    true) ari="" ;;
-    false) ari="--ari-disable" ;;
-    *) fail "ACME_ARI=$ACME_ARI is not true or false" ;;
-esac
+# The day count alone decides: Debian trixie's lego (4.9.1) has no ARI (RFC 9773, the CA saying
+# when to renew). A CA that revokes a batch early says so by email (ACME_EMAIL).
+renew_flags=""
 # lego waits a random few minutes before a renewal so that everyone's timers do not hit the CA
 # at once, as Let's Encrypt asks; false only for a test's CA.
 case "${ACME_RANDOM_SLEEP:-true}" in
     true) ;;
-    false) ari="$ari --no-random-sleep" ;;
+    false) renew_flags="--no-random-sleep" ;;
     *) fail "ACME_RANDOM_SLEEP=$ACME_RANDOM_SLEEP is not true or false" ;;
 esac
 # lego's own files under /var/lib/acme; the HTTP-01 tokens in the webroot nginx serves.
@@ -40,7 +36,7 @@ until [ -s "/var/lib/acme/certificates/$TLS_DOMAIN.crt" ]; do
     sleep "${ACME_RETRY_SECONDS:-60}"
 done
 while sleep "$check_seconds"; do
-    # shellcheck disable=SC2086 # $ari: flags or nothing, split on purpose
-    lego "$@" renew --days "$renew_days" $ari ||
+    # shellcheck disable=SC2086 # $renew_flags: a flag or nothing, split on purpose
+    lego "$@" renew --days "$renew_days" $renew_flags ||
         echo "ACME: renewal for $TLS_DOMAIN failed, the current certificate stays" >&2
 done

@@ -111,7 +111,6 @@ def acme_stack(
             "ACME_EMAIL": "ops@service.test",
             "ACME_SERVER": "https://pebble:14000/dir",
             "ACME_RETRY_SECONDS": "2",
-            "APT_IGNORE_RELEASE_EXPIRY": "true",
             "HTTPS_BIND": "127.0.0.1",
             "HTTPS_PORT": str(port),
             **acme_env,
@@ -166,11 +165,10 @@ def test_acme_mode_obtains_a_certificate_over_http01_and_serves_it(
 
 
 # Renew at every check (a renewal window longer than any certificate's life), every 3 s, by
-# the day count alone (pebble's ARI would say "not yet"), without lego's random delay.
+# without lego's random delay.
 RENEW_ALWAYS = {
     "ACME_RENEW_DAYS": "100000",
     "ACME_CHECK_SECONDS": "3",
-    "ACME_ARI": "false",
     "ACME_RANDOM_SLEEP": "false",
 }
 
