@@ -271,7 +271,7 @@ def test_production_keeps_a_replica_through_a_disruption(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_network_policy_admits_the_edge_to_nginx_and_lets_out_only_dns(
+def test_network_policy_admits_the_edge_to_nginx_monitoring_to_the_app_and_lets_out_only_dns(
     overlay: str, manifests: dict[str, list[Manifest]]
 ) -> None:
     policy = only(manifests[overlay], "NetworkPolicy")["spec"]
@@ -281,7 +281,12 @@ def test_network_policy_admits_the_edge_to_nginx_and_lets_out_only_dns(
     assert policy["ingress"], "an empty ingress list would admit nothing, not everything"
     for rule in policy["ingress"]:
         assert rule["from"], "no `from`: any pod in the cluster"
-        assert {port["port"] for port in rule["ports"]} <= nginx_ports
+        sources = [peer["namespaceSelector"]["matchLabels"] for peer in rule["from"]]
+        # Only the monitoring namespace may reach the app's port, for /metrics.
+        if sources == [{"kubernetes.io/metadata.name": "monitoring"}]:
+            assert {port["port"] for port in rule["ports"]} == {"app"}
+        else:
+            assert {port["port"] for port in rule["ports"]} <= nginx_ports
     for rule in policy["egress"]:
         assert {port["port"] for port in rule["ports"]} == {53}
         # Our own labels in a peer selector would match nothing there (kustomize can add them).

@@ -19,6 +19,7 @@ from tests.k8s.conftest import (
     kubernetes_validate,
     only,
     parse,
+    render_with_component,
     run,
 )
 
@@ -186,3 +187,24 @@ def test_workers_from_cpu_request_component_sizes_workers_by_the_cpu_request(
         # Whole CPUs, rounded up by the API server: 1500m -> 2 workers, 500m -> 1.
         "divisor": "1",
     }
+
+
+def test_pod_monitor_component_scrapes_the_app_port_of_the_pods(tmp_path: Path) -> None:
+    # The PodMonitor is a Prometheus Operator CRD, without an offline schema: what it says is
+    # checked against the Deployment it renders with.
+    docs = parse(render_with_component(tmp_path, "production", "pod-monitor"))
+    monitor = only(docs, "PodMonitor")
+    pod = only(docs, "Deployment")["spec"]["template"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    app = next(c for c in pod["spec"]["containers"] if c["name"] == "app")
+    assert endpoint["port"] in {port["name"] for port in app["ports"]}
+    assert endpoint["path"] == "/metrics"
+    # The NetworkPolicy lets the monitoring namespace reach that port.
+    policy = only(docs, "NetworkPolicy")
+    assert any(
+        rule["from"][0]["namespaceSelector"]["matchLabels"]
+        == {"kubernetes.io/metadata.name": "monitoring"}
+        and rule["ports"] == [{"port": endpoint["port"], "protocol": "TCP"}]
+        for rule in policy["spec"]["ingress"]
+    )
