@@ -523,11 +523,12 @@ def render(  # noqa: PLR0912, PLR0915
             ]
             out += _memory_change(before, results)
 
-    if after is not None:
-        out += _after(results, after)
-    elif "diagnose" in results:
+    # The main run's diagnosis, unless a later run measured it again (then that one, below).
+    if "diagnose" in results and "diagnose" not in (after or {}):
         out += ["## Why the template loses: one change at a time", ""]
         out += _load_table(results, results["diagnose"])
+    if after is not None:
+        out += _after(results, after)
 
     if ANALYSIS.exists():
         out += [ANALYSIS.read_text().strip(), ""]
