@@ -16,6 +16,8 @@ import yaml
 
 from tests.integration.conftest import DEMO_ENDPOINTS, ROOT, Gunicorn
 
+# gunicorn's polling reloader checks every second (ReloaderBase's default interval).
+RELOADER_INTERVAL_S = 1.0
 # The line of app/api/demo.py the tests edit: a field of /api/demo/whoami's answer.
 ANCHOR = '"scheme": request.url.scheme,'
 
@@ -37,6 +39,11 @@ def reloading_server(gunicorn: type[Gunicorn], tmp_path: Path, project: Path) ->
         suffix=["--reload"],
     ).start()
     server.wait_ready(workers=1)
+    # gunicorn's polling reloader (no inotify in the image) starts after the worker imports the
+    # app and records each file's mtime on its first pass; an edit saved before that pass is
+    # never seen (gunicorn/reloader.py). On a loaded machine the pass can come after the test's
+    # first edit: two of its 1 s intervals, as a developer's first save comes after them too.
+    time.sleep(2 * RELOADER_INTERVAL_S)
     return server
 
 
