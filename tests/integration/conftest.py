@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -21,6 +22,29 @@ ROOT = Path(__file__).resolve().parents[2]
 # For the tests that need a slow (/api/demo/wait) or an identifying (/api/demo/whoami) endpoint,
 # or the echo websocket: the app serves them only with this set (off in production).
 DEMO_ENDPOINTS = {"DEMO_ENDPOINTS_ENABLED": "true"}
+
+
+V1_CPU = Path("/sys/fs/cgroup/cpu")
+
+
+def can_make_v1_cgroups() -> bool:
+    return os.geteuid() == 0 and (V1_CPU / "cgroup.procs").exists() and os.access(V1_CPU, os.W_OK)
+
+
+@contextlib.contextmanager
+def v1_cpu_group(name: str) -> Iterator[Path]:
+    """A cgroup v1 cpu group of the test's own, removed afterwards once its processes left."""
+    group = V1_CPU / name
+    group.mkdir()
+    try:
+        yield group
+    finally:
+        for _ in range(50):
+            try:
+                group.rmdir()
+                break
+            except OSError:  # processes still leaving the group
+                time.sleep(0.1)
 
 
 def free_port() -> int:

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Gunicorn, KeepAliveClient
+from tests.integration.conftest import Gunicorn, KeepAliveClient, can_make_v1_cgroups, v1_cpu_group
 from tests.integration.test_gunicorn import wait_for
 
-V1_CPU = Path("/sys/fs/cgroup/cpu")
 # The one variable these tests are about, short so a test waits seconds, not the default's 5.
 FOLLOW = {"WORKERS_FOLLOW_INTERVAL": "0.5"}
 PINNED = ["taskset", "-c", "0"]  # one CPU of affinity: the computed count is 1
@@ -23,23 +22,12 @@ def messages(server: Gunicorn) -> list[str]:
     return [str(record.get("message", "")) for record in server.log_records()]
 
 
-def _can_make_v1_cgroups() -> bool:
-    return os.geteuid() == 0 and (V1_CPU / "cgroup.procs").exists() and os.access(V1_CPU, os.W_OK)
-
-
 @pytest.fixture
 def v1_group() -> Iterator[Path]:
-    if not _can_make_v1_cgroups():
+    if not can_make_v1_cgroups():
         pytest.skip("needs root and a cgroup v1 cpu hierarchy")
-    group = V1_CPU / f"template-follow-{os.getpid()}"
-    group.mkdir()
-    yield group
-    for _ in range(50):
-        try:
-            group.rmdir()
-            break
-        except OSError:  # processes still leaving the group
-            time.sleep(0.1)
+    with v1_cpu_group(f"template-follow-{os.getpid()}") as group:
+        yield group
 
 
 def test_workers_follow_a_cpu_quota_changed_while_running(

@@ -19,7 +19,14 @@ import httpx2 as httpx
 import pytest
 
 from app.server.worker import IDLE_CONNECTION_GRACE_S
-from tests.integration.conftest import DEMO_ENDPOINTS, ROOT, Gunicorn, KeepAliveClient
+from tests.integration.conftest import (
+    DEMO_ENDPOINTS,
+    ROOT,
+    Gunicorn,
+    KeepAliveClient,
+    can_make_v1_cgroups,
+    v1_cpu_group,
+)
 
 
 def startup_record(server: Gunicorn) -> dict[str, Any]:
@@ -95,21 +102,12 @@ def test_worker_count_follows_workers_per_core_and_affinity(
     assert startup_record(pinned)["workers_from"]["source"] in {"affinity", "host"}
 
 
-V1_CPU = Path("/sys/fs/cgroup/cpu")
-
-
-def _can_make_v1_cgroups() -> bool:
-    return os.geteuid() == 0 and (V1_CPU / "cgroup.procs").exists() and os.access(V1_CPU, os.W_OK)
-
-
-@pytest.mark.skipif(not _can_make_v1_cgroups(), reason="needs root and a cgroup v1 cpu hierarchy")
+@pytest.mark.skipif(not can_make_v1_cgroups(), reason="needs root and a cgroup v1 cpu hierarchy")
 @pytest.mark.parametrize(("quota_us", "workers"), [(50_000, 1), (150_000, 2)])
 def test_worker_count_follows_a_real_cgroup_v1_cpu_quota(
     gunicorn: type[Gunicorn], tmp_path: Path, quota_us: int, workers: int
 ) -> None:
-    group = V1_CPU / f"template-test-{os.getpid()}-{quota_us}"
-    group.mkdir()
-    try:
+    with v1_cpu_group(f"template-test-{os.getpid()}-{quota_us}") as group:
         (group / "cpu.cfs_quota_us").write_text(str(quota_us))
         # The shell joins the cgroup, then becomes gunicorn: the master and its workers are in it.
         join = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"]
@@ -119,13 +117,6 @@ def test_worker_count_follows_a_real_cgroup_v1_cpu_quota(
         assert derived["source"] == "cgroup v1"
         assert derived["cpus"] == quota_us / 100_000
         server.stop()
-    finally:
-        for _ in range(50):
-            try:
-                group.rmdir()
-                break
-            except OSError:  # processes still leaving the group
-                time.sleep(0.1)
 
 
 def test_metrics_sum_requests_across_workers(gunicorn: type[Gunicorn], tmp_path: Path) -> None:
