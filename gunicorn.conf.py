@@ -99,4 +99,5 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 
 
 def on_exit(server):  # type: ignore[no-untyped-def]
+    _follower.stop()
     hooks.remove_metrics_dir(_metrics_dir)
