@@ -176,7 +176,15 @@ class ServerSettings(BaseSettings):
         default=Path("prestart.sh"),
         description="Hook run once per container before gunicorn starts (migrations and the "
         "like), if the file exists; relative paths are from the project directory (/srv in "
-        "the image). If it fails, the server does not start.",
+        "the image). If it fails, the server does not start. `pre-start` as the container's "
+        "command runs only the hook and exits with its code.",
+    )
+    PRE_START_IN_SERVER: bool = Field(
+        default=True,
+        description="Run the pre-start hook in this container before gunicorn starts. `false` "
+        "where something else runs it once per release: the Kubernetes `migrations` component "
+        "(a Job running `pre-start`), or `docker compose run --rm app pre-start` before a "
+        "deploy.",
     )
 
     @field_validator("BIND")
