@@ -145,6 +145,25 @@ def test_failing_pre_start_hook_stops_the_container_with_a_clear_message(
     assert "Starting gunicorn" not in result.stdout
 
 
+def test_pre_start_command_runs_only_the_hook(images: None, tmp_path: Path) -> None:
+    # What `docker compose run --rm app pre-start` and the Kubernetes migrations Job run.
+    hook = tmp_path / "prestart.sh"
+    hook.write_text("echo migrations-ran-as-$(id -u) >&2\n")
+    result = docker(
+        "run",
+        "--rm",
+        *HARDENED,
+        "-v",
+        f"{hook}:/srv/prestart.sh:ro",
+        APP_IMAGE,
+        "pre-start",
+        timeout=60,
+    )
+    assert result.stderr.count("migrations-ran-as-10001") == 1
+    assert "pre-start: /srv/prestart.sh finished" in result.stderr
+    assert "Starting gunicorn" not in result.stdout + result.stderr
+
+
 def test_print_config_runs_without_starting_the_server(images: None) -> None:
     result = docker("run", "--rm", *HARDENED, "--cpus=1", APP_IMAGE, "print-config", timeout=60)
     record = json.loads(result.stdout)

@@ -82,23 +82,57 @@ def rendered() -> dict[str, str]:
     return {overlay: kustomize(K8S / "overlays" / overlay) for overlay in OVERLAYS}
 
 
-def render_with_component(directory: Path, overlay: str, component: str) -> str:
-    """An overlay plus an opt-in component, as a user's own kustomization would combine them."""
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [os.path.relpath(K8S / "overlays" / overlay, directory)],
-        "components": [os.path.relpath(K8S / "components" / component, directory)],
-    }
+def overlay_with_component(directory: Path, overlay: str, component: str) -> Path:
+    """A copy of `overlay` in `directory` with `component` listed in its own kustomization, as
+    the README says to enable one. (Listed in a kustomization *around* the overlay instead, the
+    component's own objects would miss the overlay's namespace, prefix, labels and images.)"""
+    source = K8S / "overlays" / overlay
+    shutil.copytree(source, directory, dirs_exist_ok=True)
+    kustomization = overlay_kustomization(overlay)
+
+    def from_copy(entry: str) -> str:
+        # Paths outside the overlay (the base, components) must still point where they did.
+        if not entry.startswith("../"):
+            return entry
+        return os.path.relpath((source / entry).resolve(), directory)
+
+    kustomization["resources"] = [from_copy(entry) for entry in kustomization["resources"]]
+    kustomization["components"] = [
+        *(from_copy(entry) for entry in kustomization.get("components", [])),
+        os.path.relpath(K8S / "components" / component, directory),
+    ]
     (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    return kustomize(directory)
+    return directory
+
+
+def render_with_component(directory: Path, overlay: str, component: str) -> str:
+    """An overlay with an opt-in component enabled, rendered."""
+    return kustomize(overlay_with_component(directory, overlay, component))
 
 
 @pytest.fixture(scope="session")
 def with_workers_from_cpu_request(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Production with the workers-from-cpu-request component."""
-    directory = tmp_path_factory.mktemp("tpl-k8s-component")
-    return render_with_component(directory, "production", "workers-from-cpu-request")
+    directory = overlay_with_component(
+        tmp_path_factory.mktemp("tpl-k8s-component"), "production", "workers-from-cpu-request"
+    )
+    # What deploy/k8s/README.md tells a user to do with it: the overlay's own size patch is
+    # applied after its components, so its CPU limit must go there.
+    size = directory / "patch-size.yaml"
+    patches = parse(size.read_text())
+    deployment = next(patch for patch in patches if patch["kind"] == "Deployment")
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    app = next(c for c in containers if c["name"] == "app")
+    del app["resources"]["limits"]["cpu"]
+    size.write_text(yaml.safe_dump_all(patches))
+    return kustomize(directory)
+
+
+@pytest.fixture(scope="session")
+def with_migrations(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Production with the migrations component."""
+    directory = tmp_path_factory.mktemp("tpl-k8s-migrations")
+    return render_with_component(directory, "production", "migrations")
 
 
 @pytest.fixture(scope="session")

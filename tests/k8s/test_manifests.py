@@ -25,12 +25,18 @@ from tests.k8s.conftest import (
 
 # What the schema and policy checks run on: each overlay, and production with the opt-in
 # component (a user who enables it gets the same guarantees).
-RENDERS = [*OVERLAYS, "production+workers-from-cpu-request"]
+RENDERS = [*OVERLAYS, "production+workers-from-cpu-request", "production+migrations"]
 
 
 @pytest.fixture(scope="session")
-def renders(rendered: dict[str, str], with_workers_from_cpu_request: str) -> dict[str, str]:
-    return {**rendered, "production+workers-from-cpu-request": with_workers_from_cpu_request}
+def renders(
+    rendered: dict[str, str], with_workers_from_cpu_request: str, with_migrations: str
+) -> dict[str, str]:
+    return {
+        **rendered,
+        "production+workers-from-cpu-request": with_workers_from_cpu_request,
+        "production+migrations": with_migrations,
+    }
 
 
 # The minimum deploy/k8s/README.md states (1.35: native sidecar, preStop sleep action and

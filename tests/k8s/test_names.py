@@ -21,6 +21,7 @@ from tests.k8s.conftest import (
     overlay_kustomization,
     parse,
     pod_containers,
+    render_with_component,
 )
 
 NAME_LABEL = "app.kubernetes.io/name"
@@ -113,3 +114,19 @@ def test_two_services_in_one_namespace_select_only_their_own_pods(tmp_path: Path
             for selector in selectors(doc):
                 assert selector.items() <= own_pods.items(), (name, doc["kind"], selector)
                 assert not selector.items() <= other_pods.items(), (name, doc["kind"], selector)
+
+
+@pytest.mark.parametrize(
+    "component", sorted(path.name for path in (K8S / "components").iterdir() if path.is_dir())
+)
+def test_a_components_own_objects_take_the_overlays_names(component: str, tmp_path: Path) -> None:
+    # Enabled the way deploy/k8s/README.md says (in the overlay), what a component adds lands in
+    # the overlay's namespace with its prefix and name label, like the base's objects.
+    kustomization = overlay_kustomization("production")
+    prefix, namespace = kustomization["namePrefix"], kustomization["namespace"]
+    for doc in parse(render_with_component(tmp_path, "production", component)):
+        if doc["kind"] == "Namespace":
+            continue
+        assert doc["metadata"]["name"].startswith(prefix), (doc["kind"], doc["metadata"]["name"])
+        assert doc["metadata"]["namespace"] == namespace, doc["kind"]
+        assert doc["metadata"]["labels"][NAME_LABEL] == service_name("production"), doc["kind"]

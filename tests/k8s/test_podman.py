@@ -86,10 +86,15 @@ def podman_images(images: None) -> Iterator[dict[str, str]]:
 
 
 def variant_kustomization(
-    directory: Path, prefix: str, images: dict[str, str], ports: dict[str, tuple[int, int]]
+    directory: Path,
+    prefix: str,
+    images: dict[str, str],
+    ports: dict[str, tuple[int, int]],
+    overlay: Path = PRODUCTION,
 ) -> None:
-    """Production as is, except: these images, this name prefix, ports on 127.0.0.1 only."""
-    production = yaml.safe_load((PRODUCTION / "kustomization.yaml").read_text())
+    """Production (or a copy of it with a component) as is, except: these images, this name
+    prefix, ports on 127.0.0.1 only."""
+    production = yaml.safe_load((overlay / "kustomization.yaml").read_text())
     replaced = []
     for entry in production["images"]:
         name, tag = images[entry["name"]].rsplit(":", 1)
@@ -114,7 +119,7 @@ def variant_kustomization(
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [os.path.relpath(PRODUCTION, directory)],
+        "resources": [os.path.relpath(overlay, directory)],
         "namePrefix": prefix,
         "images": replaced,
         "patches": [{"patch": yaml.safe_dump(port_patch)}],
