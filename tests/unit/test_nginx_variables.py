@@ -97,28 +97,40 @@ def rendered_from_the_environment(context: Path, path: Path) -> bool:
     return path.parent == context / "templates" and path.suffix == ".template"
 
 
+def kind_of(context: Path, path: Path) -> str:
+    """How a file of an image's build context meets the environment: "shell" (reads it),
+    "environment template" (rendered from it), "script template" (rendered by a script with
+    values the script computes), "Dockerfile" (sets defaults, reads nothing), "static" (nginx
+    config: nginx substitutes no environment) or "unknown"."""
+    if path.suffix == ".sh":
+        return "shell"
+    if rendered_from_the_environment(context, path):
+        return "environment template"
+    if path.suffix == ".template":
+        return "script template"
+    if path.name == "Dockerfile":
+        return "Dockerfile"
+    if path.suffix == ".conf":
+        return "static"
+    return "unknown"
+
+
+def context_files(context: Path) -> list[Path]:
+    return sorted(path for path in context.rglob("*") if path.is_file())
+
+
 def image_reads(context: Path) -> dict[str, set[str]]:
     """Every variable an image reads from its environment, with the operators used on it
-    (`:-default`...), over every file of its build context. A kind of file this does not know
-    fails: saying how it reads the environment is part of adding it."""
+    (`:-default`...), over every file of its build context."""
     reads: dict[str, set[str]] = defaultdict(set)
-    for path in sorted(p for p in context.rglob("*") if p.is_file()):
-        found: dict[str, set[str]] = {}
-        if path.suffix == ".sh":
+    for path in context_files(context):
+        kind = kind_of(context, path)
+        if kind == "shell":
             found = shell_reads(path)
-        elif rendered_from_the_environment(context, path):
+        elif kind == "environment template":
             found = {name: {""} for name in envsubst_names(path.read_text())}
-        elif path.name == "Dockerfile":
-            continue  # sets defaults (ENV), reads nothing: checked below
-        elif path.suffix == ".template":
-            # Rendered by a script with values it computes (checked below), not the environment.
-            continue
-        elif path.suffix == ".conf":
-            # nginx substitutes no environment; a ${NAME} here would be a bug (nginx would take
-            # it for one of its own variables and refuse to start).
-            assert not envsubst_names(path.read_text()), f"{path}: a variable in a static conf"
         else:
-            pytest.fail(f"{path}: a file in an image context the inventory does not know")
+            continue
         for name, operators in found.items():
             reads[name] |= operators
     return dict(reads)
@@ -156,27 +168,51 @@ def compose_interpolations(path: Path) -> dict[str, set[str]]:
     return dict(found)
 
 
-def compose_reader(path: Path) -> Reader:
-    """The compose file as a Reader: one the declaration names, or a new one to add there."""
-    readers: tuple[Reader, ...] = get_args(Reader)
-    named = [reader for reader in readers if reader == path.name]
-    assert named, f"{path.name} gives the edge variables: add it to {DECLARATION}'s Reader"
-    return named[0]
-
-
-def every_read() -> dict[str, dict[Reader, set[str]]]:
-    """name -> reader -> the operators that reader uses on it."""
-    found: dict[str, dict[Reader, set[str]]] = defaultdict(dict)
+def every_read() -> dict[str, dict[str, set[str]]]:
+    """name -> reader (an image, or a compose file by name) -> the operators it uses on it."""
+    found: dict[str, dict[str, set[str]]] = defaultdict(dict)
     for image, context in IMAGE_CONTEXTS.items():
         for name, operators in image_reads(ROOT / context).items():
             found[name][image] = operators
     for path in compose_files():
         for name, operators in compose_interpolations(path).items():
-            found[name][compose_reader(path)] = operators
+            found[name][path.name] = operators
     return dict(found)
 
 
 READS = every_read()
+
+
+@pytest.mark.parametrize("context", sorted(IMAGE_CONTEXTS.values()))
+def test_every_file_of_an_image_is_of_a_kind_the_inventory_reads(context: str) -> None:
+    # A new kind of file (a Lua script, a config rendered another way) must say how it reads
+    # the environment here first, or its variables would go unseen.
+    unknown = [
+        str(path.relative_to(ROOT))
+        for path in context_files(ROOT / context)
+        if kind_of(ROOT / context, path) == "unknown"
+    ]
+    assert not unknown, f"files the inventory does not know how to read: {unknown}"
+
+
+@pytest.mark.parametrize("context", sorted(IMAGE_CONTEXTS.values()))
+def test_static_nginx_config_names_no_environment_variable(context: str) -> None:
+    # Nothing renders these: a ${NAME} would reach nginx, which takes it for one of its own
+    # variables and refuses to start. A config that needs one belongs in templates/.
+    for path in context_files(ROOT / context):
+        if kind_of(ROOT / context, path) == "static":
+            found = envsubst_names(path.read_text())
+            assert not found, f"{path.relative_to(ROOT)} is not rendered but names {found}"
+
+
+def test_every_compose_file_that_configures_the_edge_is_a_reader_the_declaration_knows() -> None:
+    readers: tuple[str, ...] = get_args(Reader)
+    unknown = [
+        path.name
+        for path in compose_files()
+        if path.name not in readers and compose_interpolations(path)
+    ]
+    assert not unknown, f"compose files give nginx or acme variables, not in Reader: {unknown}"
 
 
 def test_every_variable_the_edge_reads_is_declared() -> None:
@@ -268,15 +304,24 @@ def test_the_tls_server_template_takes_its_values_from_the_script_that_renders_i
     # exactly the variables to replace. A name missing from that list would stay in the config.
     tls = ROOT / IMAGE_CONTEXTS["nginx image"] / "tls"
     [listed] = re.findall(r"envsubst '([^']*)'", (tls / "lib.sh").read_text())
-    assert envsubst_names((tls / "server.conf.template").read_text()) == envsubst_names(listed)
+    used, rendered = (
+        envsubst_names((tls / "server.conf.template").read_text()),
+        envsubst_names(listed),
+    )
+    assert used == rendered, (
+        f"tls/server.conf.template uses {sorted(used)}, render_server_conf (lib.sh) substitutes "
+        f"{sorted(rendered)}"
+    )
 
 
 @pytest.mark.parametrize("context", sorted(IMAGE_CONTEXTS.values()))
 def test_every_dockerfile_env_is_declared_and_read_by_its_image(context: str) -> None:
     [image] = [image for image, path in IMAGE_CONTEXTS.items() if path == context]
-    for name in dockerfile_env(ROOT / context / "Dockerfile"):
-        assert name in DECLARED, f"{context}/Dockerfile sets {name}: declare it in {DECLARATION}"
-        assert image in DECLARED[name].read_by, f"{context}/Dockerfile: {image} never reads {name}"
+    names = list(dockerfile_env(ROOT / context / "Dockerfile"))
+    undeclared = [name for name in names if name not in DECLARED]
+    assert not undeclared, f"{context}/Dockerfile sets {undeclared}: declare them in {DECLARATION}"
+    unread = [name for name in names if image not in DECLARED[name].read_by]
+    assert not unread, f"{context}/Dockerfile sets {unread}, which {image} never reads"
 
 
 @pytest.mark.parametrize("path", compose_files(), ids=lambda path: path.name)
@@ -286,15 +331,19 @@ def test_every_variable_compose_gives_the_edge_is_declared_and_read_by_its_image
     for service, spec in compose_services(path).items():
         image = SERVICE_IMAGES[service]
         assert spec.get("build", {}).get("context", IMAGE_CONTEXTS[image]) == IMAGE_CONTEXTS[image]
-        for name in spec.get("environment") or {}:
-            assert name in DECLARED, f"{path.name} sets {name} for {service}: declare it"
-            assert image in DECLARED[name].read_by, f"{path.name}: {image} does not read {name}"
+        environment = list(spec.get("environment") or {})
+        undeclared = [name for name in environment if name not in DECLARED]
+        assert not undeclared, f"{path.name} sets {undeclared} for {service}: declare them"
+        unread = [name for name in environment if image not in DECLARED[name].read_by]
+        assert not unread, f"{path.name} sets {unread} for {service}, which {image} never reads"
 
 
 def test_every_variable_of_the_pods_nginx_is_declared_and_read_by_the_nginx_image() -> None:
-    for name in dotenv_values(ROOT / K8S_NGINX_ENV):
-        assert name in DECLARED, f"{K8S_NGINX_ENV} sets {name}: declare it in {DECLARATION}"
-        assert "nginx image" in DECLARED[name].read_by, f"{K8S_NGINX_ENV}: nothing reads {name}"
+    names = list(dotenv_values(ROOT / K8S_NGINX_ENV))
+    undeclared = [name for name in names if name not in DECLARED]
+    assert not undeclared, f"{K8S_NGINX_ENV} sets {undeclared}: declare them in {DECLARATION}"
+    unread = [name for name in names if "nginx image" not in DECLARED[name].read_by]
+    assert not unread, f"{K8S_NGINX_ENV} sets {unread}, which the nginx image never reads"
 
 
 def test_env_example_offers_the_declared_defaults() -> None:
