@@ -222,7 +222,9 @@ def test_every_variable_the_edge_reads_is_declared() -> None:
 
 def test_every_declared_variable_is_read_somewhere() -> None:
     unread = sorted(set(DECLARED) - set(READS))
-    assert not unread, f"declared in {DECLARATION} but read by no script, template or compose file"
+    assert not unread, (
+        f"declared in {DECLARATION}, read by no script, template or compose file: {unread}"
+    )
 
 
 def test_each_variable_is_read_by_the_components_its_declaration_names() -> None:
@@ -347,8 +349,8 @@ def test_every_variable_of_the_pods_nginx_is_declared_and_read_by_the_nginx_imag
 
 
 def test_env_example_offers_the_declared_defaults() -> None:
-    # .env.example is where compose's variables are set; a value there other than the default
-    # (or empty: compose's default) would make the README's table wrong for every copy of it.
+    # .env.example is what a user copies to .env: a value there other than the default (or
+    # empty, which leaves compose's default) would quietly contradict the README's table.
     offered = dict(
         re.findall(r"^(?:# )?([A-Z_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.M)
     )
