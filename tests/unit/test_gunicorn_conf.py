@@ -130,7 +130,7 @@ def test_the_control_socket_is_off_unless_a_path_is_given(tmp_path: Path) -> Non
     assert values["control_socket_disable"] is True
 
 
-def test_readme_configuration_table_matches_the_settings_models() -> None:
+def test_readme_configuration_tables_match_the_settings_models_and_nginx_variables() -> None:
     result = subprocess.run(
         [sys.executable, "scripts/config_reference.py", "--check"],
         cwd=ROOT,
