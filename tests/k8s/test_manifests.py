@@ -125,9 +125,12 @@ def test_custom_resources_validate_strictly_against_their_crd_schemas(
     custom = [doc for doc in parse(crd_renders[render]) if doc["kind"] in CRD_SCHEMAS]
     expected = {"HTTPRoute", "PodMonitor"} if "pod-monitor" in render else {"HTTPRoute"}
     assert sorted(doc["kind"] for doc in custom) == sorted(expected)
-    for doc in custom:
-        errors = crd_schema_errors(doc)
-        assert not errors, f"{doc['kind']}/{doc['metadata']['name']}:\n" + "\n".join(errors)
+    errors = [
+        f"{doc['kind']}/{doc['metadata']['name']}: {error}"
+        for doc in custom
+        for error in crd_schema_errors(doc)
+    ]
+    assert not errors, "\n".join(errors)
 
 
 def test_crd_schema_rejects_an_unknown_httproute_field(
