@@ -136,6 +136,13 @@ def with_migrations(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
+def with_pod_monitor(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Production with the pod-monitor component."""
+    directory = tmp_path_factory.mktemp("tpl-k8s-pod-monitor")
+    return render_with_component(directory, "production", "pod-monitor")
+
+
+@pytest.fixture(scope="session")
 def manifests(rendered: dict[str, str]) -> dict[str, list[Manifest]]:
     return {overlay: parse(text) for overlay, text in rendered.items()}
 

@@ -19,9 +19,9 @@ from tests.k8s.conftest import (
     kubernetes_validate,
     only,
     parse,
-    render_with_component,
     run,
 )
+from tests.k8s.crd_schemas import CRD_SCHEMAS, crd_schema_errors
 
 # What the schema and policy checks run on: each overlay, and production with the opt-in
 # component (a user who enables it gets the same guarantees).
@@ -44,10 +44,19 @@ def renders(
 # 1.37.0 ships schemas for.
 KUBERNETES_VERSIONS = ["1.35.0", "1.36.0", "1.37.0"]
 
-# HTTPRoute is a Gateway API CRD. kubernetes-validate ships only the core API's schemas, and the
-# Gateway API's CRDs cannot be fetched offline here (they are not on PyPI), so the schema check
-# skips this one kind; test_httproute_sends_each_overlay_host_to_the_service checks what it says.
-KINDS_WITHOUT_SCHEMA = {"HTTPRoute"}
+# The CRD kinds (HTTPRoute; PodMonitor with its component). kubernetes-validate ships only the
+# core API's schemas and skips these with a warning; the CRD schema test below validates them
+# against their CRDs' own schemas (tests/k8s/crd_schemas.py).
+KINDS_WITHOUT_SCHEMA = set(CRD_SCHEMAS)
+
+# What the CRD schema check runs on: RENDERS, and production with the pod-monitor component (the
+# only one that adds a resource, a PodMonitor).
+CRD_RENDERS = [*RENDERS, "production+pod-monitor"]
+
+
+@pytest.fixture(scope="session")
+def crd_renders(renders: dict[str, str], with_pod_monitor: str) -> dict[str, str]:
+    return {**renders, "production+pod-monitor": with_pod_monitor}
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -113,6 +122,48 @@ def test_strict_validation_rejects_an_unknown_field(
     code, lines = validate(write(tmp_path, "typo.yaml", yaml.safe_dump(deployment)), "1.37.0")
     assert code != 0
     assert any("terminationGracePeriod" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("render", CRD_RENDERS)
+def test_custom_resources_validate_strictly_against_their_crd_schemas(
+    render: str, crd_renders: dict[str, str]
+) -> None:
+    custom = [doc for doc in parse(crd_renders[render]) if doc["kind"] in CRD_SCHEMAS]
+    expected = {"HTTPRoute", "PodMonitor"} if "pod-monitor" in render else {"HTTPRoute"}
+    assert sorted(doc["kind"] for doc in custom) == sorted(expected)
+    errors = [
+        f"{doc['kind']}/{doc['metadata']['name']}: {error}"
+        for doc in custom
+        for error in crd_schema_errors(doc)
+    ]
+    assert not errors, "\n".join(errors)
+
+
+def test_crd_schema_rejects_an_unknown_httproute_field(
+    manifests: dict[str, list[Manifest]],
+) -> None:
+    # As with the core kinds: the check above is only worth something if a typo fails it.
+    route = copy.deepcopy(only(manifests["production"], "HTTPRoute"))
+    route["spec"]["rules"][0]["backendRefs"][0]["weigth"] = 1
+    errors = crd_schema_errors(route)
+    assert len(errors) == 1
+    assert "backendRefs[0]" in errors[0]
+    assert "'weigth' was unexpected" in errors[0]
+
+
+def test_crd_schema_rejects_a_misspelt_pod_monitor_field_and_a_numeric_port(
+    with_pod_monitor: str,
+) -> None:
+    monitor = only(parse(with_pod_monitor), "PodMonitor")
+    misspelt = copy.deepcopy(monitor)
+    misspelt["spec"]["podMetricEndpoints"] = misspelt["spec"].pop("podMetricsEndpoints")
+    assert any("'podMetricEndpoints' was unexpected" in e for e in crd_schema_errors(misspelt))
+    # The schema's port is the container port's name; a number belongs in targetPort.
+    numeric = copy.deepcopy(monitor)
+    numeric["spec"]["podMetricsEndpoints"][0]["port"] = 8000
+    assert crd_schema_errors(numeric) == [
+        "$.spec.podMetricsEndpoints[0].port: 8000 is not of type 'string'"
+    ]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -195,10 +246,10 @@ def test_workers_from_cpu_request_component_sizes_workers_by_the_cpu_request(
     }
 
 
-def test_pod_monitor_component_scrapes_the_app_port_of_the_pods(tmp_path: Path) -> None:
-    # The PodMonitor is a Prometheus Operator CRD, without an offline schema: what it says is
-    # checked against the Deployment it renders with.
-    docs = parse(render_with_component(tmp_path, "production", "pod-monitor"))
+def test_pod_monitor_component_scrapes_the_app_port_of_the_pods(with_pod_monitor: str) -> None:
+    # Its schema is checked with the other custom resources; what it says is checked here,
+    # against the Deployment it renders with.
+    docs = parse(with_pod_monitor)
     monitor = only(docs, "PodMonitor")
     pod = only(docs, "Deployment")["spec"]["template"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
